@@ -1,0 +1,314 @@
+"""InferenceService rendering and validation against KServe's own CRD schema.
+
+Errors::
+
+    IsvcError (ValueError)
+    ├── IsvcSpecError        a setting is impossible (the field is named)
+    └── IsvcSchemaError      the rendered object fails the CRD's openAPIV3Schema
+
+The schema is ``inferenceservices.crd.yaml`` from KServe (see ``shared/kserve``);
+:func:`crd_path` finds it through ``LLMOPS_KSERVE_CRD``, the shared folder beside
+the repository, or the copy shipped in ``serving/cluster/crds``.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import functools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+API_VERSION = "serving.kserve.io/v1beta1"
+KIND = "InferenceService"
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+MODEL_FORMAT = "llmops-llm"  # the modelFormat our ServingRuntime declares
+DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+class IsvcError(ValueError):
+    """Base class for InferenceService rendering errors."""
+
+
+class IsvcSpecError(IsvcError):
+    """An impossible or unsafe setting; the message names the field."""
+
+
+class IsvcSchemaError(IsvcError):
+    """The object does not validate against KServe's CRD schema."""
+
+
+class DeploymentMode(str, enum.Enum):
+    """KServe deployment modes (annotation ``serving.kserve.io/deploymentMode``)."""
+
+    SERVERLESS = "Serverless"  # Knative: canaryTrafficPercent, revisions, tag routing
+    STANDARD = "Standard"  # raw Deployments (formerly RawDeployment): spec.canary[] via Gateway API
+
+    @classmethod
+    def parse(cls, value: "str | DeploymentMode") -> "DeploymentMode":
+        if isinstance(value, cls):
+            return value
+        aliases = {"serverless": cls.SERVERLESS, "standard": cls.STANDARD, "rawdeployment": cls.STANDARD}
+        try:
+            return aliases[str(value).strip().lower()]
+        except KeyError:
+            raise IsvcSpecError(
+                f"deployment_mode: unknown mode {value!r}; use one of {', '.join(m.value for m in cls)}"
+            ) from None
+
+
+def require_digest(ref: str, field_name: str) -> None:
+    """Refuse an image or ``oci://`` reference that is not pinned by digest."""
+    if not DIGEST_RE.search(ref):
+        raise IsvcSpecError(
+            f"{field_name}: {ref!r} is not pinned by digest; use repo@sha256:<64 hex> "
+            "(a moving tag would let the served bytes change under the rollout)"
+        )
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """What one revision of the predictor serves and how it is sized."""
+
+    storage_uri: str | None = None  # model location: oci://repo@sha256:..., s3://..., gs://..., pvc://...
+    image: str | None = None  # full serving image by digest (instead of storage_uri + runtime)
+    runtime: str | None = "llmops-llm"  # ServingRuntime name when storage_uri is used
+    model_version: str = ""  # registry version, passed to the server as LLMOPS_MODEL_VERSION
+    args: tuple[str, ...] = ()  # extra model-server arguments
+    env: tuple[tuple[str, str], ...] = ()  # extra environment variables
+    cpu: str = "2"  # CPU request and limit
+    memory: str = "8Gi"  # memory request and limit
+    gpus: int = 0  # nvidia.com/gpu limit
+    node_selector: tuple[tuple[str, str], ...] = ()  # e.g. (("nvidia.com/gpu.present", "true"),)
+    tolerations: tuple[dict, ...] = ()  # Kubernetes toleration objects
+    min_replicas: int = 1  # lower bound for the autoscaler
+    max_replicas: int = 1  # upper bound for the autoscaler
+    scale_metric: str = "concurrency"  # concurrency suits LLMs better than cpu
+    scale_target: int = 8  # in-flight requests per replica before scaling out
+    service_account: str | None = None  # for storage credentials
+    require_gpu_node_selector: bool = True  # a GPU request must say where GPUs are
+
+    def validate(self) -> None:
+        """Raise :class:`IsvcSpecError` naming the first impossible field."""
+        if bool(self.storage_uri) == bool(self.image):
+            raise IsvcSpecError("predictor: set exactly one of storage_uri or image")
+        if self.image:
+            require_digest(self.image, "image")
+        if self.storage_uri and self.storage_uri.startswith("oci://"):
+            require_digest(self.storage_uri, "storage_uri")
+        if self.min_replicas < 0:
+            raise IsvcSpecError(f"min_replicas: must be >= 0, got {self.min_replicas}")
+        if self.max_replicas < 1:
+            raise IsvcSpecError(f"max_replicas: must be >= 1, got {self.max_replicas}")
+        if self.min_replicas > self.max_replicas:
+            raise IsvcSpecError(
+                f"min_replicas: {self.min_replicas} is above max_replicas {self.max_replicas}"
+            )
+        if self.gpus < 0:
+            raise IsvcSpecError(f"gpus: must be >= 0, got {self.gpus}")
+        if self.gpus and self.require_gpu_node_selector and not self.node_selector:
+            raise IsvcSpecError(
+                "node_selector: a GPU request needs a node selector for GPU nodes "
+                "(e.g. nvidia.com/gpu.present=true), or set require_gpu_node_selector=False"
+            )
+        if self.scale_metric not in ("cpu", "memory", "concurrency", "rps"):
+            raise IsvcSpecError(
+                f"scale_metric: {self.scale_metric!r} is not one of cpu, memory, concurrency, rps"
+            )
+        if self.scale_target < 1:
+            raise IsvcSpecError(f"scale_target: must be >= 1, got {self.scale_target}")
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One InferenceService: name, namespace, mode and its predictor."""
+
+    name: str  # DNS-1035 label: lowercase letters, digits, '-'
+    namespace: str = "default"  # Kubernetes namespace
+    predictor: PredictorSpec = field(default_factory=PredictorSpec)
+    deployment_mode: DeploymentMode = DeploymentMode.SERVERLESS
+    tag_routing: bool = True  # expose latest-/prev- addresses for probes
+    labels: tuple[tuple[str, str], ...] = ()  # extra metadata labels
+    annotations: tuple[tuple[str, str], ...] = ()  # extra metadata annotations
+
+    def validate(self) -> None:
+        if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name or ""):
+            raise IsvcSpecError(
+                f"name: {self.name!r} is not a DNS-1035 label (lowercase letters, digits, '-', "
+                "start with a letter, at most 63 characters)"
+            )
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.namespace or ""):
+            raise IsvcSpecError(f"namespace: {self.namespace!r} is not a valid namespace name")
+        DeploymentMode.parse(self.deployment_mode)
+        self.predictor.validate()
+
+
+def render_predictor(p: PredictorSpec) -> dict[str, Any]:
+    """The ``spec.predictor`` object for one revision."""
+    p.validate()
+    resources: dict[str, Any] = {
+        "requests": {"cpu": p.cpu, "memory": p.memory},
+        "limits": {"cpu": p.cpu, "memory": p.memory},
+    }
+    if p.gpus:
+        resources["limits"]["nvidia.com/gpu"] = str(p.gpus)
+        resources["requests"]["nvidia.com/gpu"] = str(p.gpus)
+    env = [{"name": "LLMOPS_MODEL_VERSION", "value": p.model_version}] if p.model_version else []
+    env += [{"name": k, "value": v} for k, v in p.env]
+    security = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    pred: dict[str, Any] = {
+        "minReplicas": p.min_replicas,
+        "maxReplicas": p.max_replicas,
+        "scaleMetric": p.scale_metric,
+        "scaleTarget": p.scale_target,
+    }
+    if p.storage_uri:
+        model: dict[str, Any] = {
+            "modelFormat": {"name": MODEL_FORMAT},
+            "storageUri": p.storage_uri,
+            "resources": resources,
+        }
+        if p.runtime:
+            model["runtime"] = p.runtime
+        if p.args:
+            model["args"] = list(p.args)
+        if env:
+            model["env"] = env
+        pred["model"] = model
+    else:
+        container: dict[str, Any] = {
+            "name": "kserve-container",
+            "image": p.image,
+            "resources": resources,
+            "securityContext": security,
+            "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+        }
+        if p.args:
+            container["args"] = list(p.args)
+        if env:
+            container["env"] = env
+        pred["containers"] = [container]
+    if p.service_account:
+        pred["serviceAccountName"] = p.service_account
+    if p.node_selector:
+        pred["nodeSelector"] = dict(p.node_selector)
+    if p.tolerations:
+        pred["tolerations"] = [dict(t) for t in p.tolerations]
+    return pred
+
+
+def render_isvc(spec: ServiceSpec, canary_traffic_percent: int | None = None) -> dict[str, Any]:
+    """Render a full InferenceService and validate it against the CRD.
+
+    Args:
+        spec: the service.
+        canary_traffic_percent: Serverless mode only; share of traffic for the
+            newest revision (the rest stays on the last rolled-out one).
+
+    Raises:
+        IsvcSpecError: an impossible setting (the field is named).
+        IsvcSchemaError: the result does not validate against KServe's CRD.
+    """
+    spec.validate()
+    mode = DeploymentMode.parse(spec.deployment_mode)
+    annotations = {DEPLOYMENT_MODE_ANNOTATION: mode.value}
+    if spec.tag_routing:
+        annotations[TAG_ROUTING_ANNOTATION] = "true"
+    annotations.update(dict(spec.annotations))
+    labels = {"app.kubernetes.io/managed-by": "llmops", "app.kubernetes.io/name": spec.name}
+    labels.update(dict(spec.labels))
+    predictor = render_predictor(spec.predictor)
+    if canary_traffic_percent is not None:
+        if mode is not DeploymentMode.SERVERLESS:
+            raise IsvcSpecError(
+                "canary_traffic_percent: only Serverless mode uses canaryTrafficPercent; "
+                "Standard mode takes spec.canary[] entries"
+            )
+        if not 0 <= canary_traffic_percent <= 100:
+            raise IsvcSpecError(f"canary_traffic_percent: must be 0..100, got {canary_traffic_percent}")
+        predictor["canaryTrafficPercent"] = canary_traffic_percent
+    obj = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": {"predictor": predictor},
+    }
+    validate_isvc(obj)
+    return obj
+
+
+def crd_path() -> Path:
+    """Locate KServe's InferenceService CRD file."""
+    candidates = []
+    if os.environ.get("LLMOPS_KSERVE_CRD"):
+        candidates.append(Path(os.environ["LLMOPS_KSERVE_CRD"]))
+    repo = Path(__file__).resolve().parent.parent
+    candidates += [
+        repo.parent / "shared" / "kserve" / "inferenceservices.crd.yaml",
+        repo / "serving" / "cluster" / "crds" / "inferenceservices.crd.yaml",
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(
+        "KServe's InferenceService CRD was not found; set LLMOPS_KSERVE_CRD to "
+        "inferenceservices.crd.yaml (tried: " + ", ".join(str(c) for c in candidates) + ")"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+    import yaml
+
+    with open(crd_path(), encoding="utf-8") as fh:
+        crd = yaml.safe_load(fh)
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
+    schema = _strip_k8s_extensions(version["schema"]["openAPIV3Schema"])
+    return jsonschema.Draft7Validator(schema)
+
+
+def _strip_k8s_extensions(schema: Any) -> Any:
+    """Turn Kubernetes' structural-schema extensions into plain JSON Schema.
+
+    ``x-kubernetes-int-or-string`` fields accept both types (jsonschema would
+    otherwise reject a quantity like ``"2"`` typed as integer/string).
+    """
+    if isinstance(schema, dict):
+        out = {k: _strip_k8s_extensions(v) for k, v in schema.items()}
+        if out.pop("x-kubernetes-int-or-string", False):
+            out.pop("type", None)
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        return out
+    if isinstance(schema, list):
+        return [_strip_k8s_extensions(v) for v in schema]
+    return schema
+
+
+def validate_isvc(obj: dict[str, Any]) -> None:
+    """Validate an InferenceService object against KServe's CRD schema.
+
+    Raises:
+        IsvcSchemaError: listing every violation with its JSON path.
+    """
+    if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
+        raise IsvcSchemaError(f"expected {API_VERSION} {KIND}, got {obj.get('apiVersion')} {obj.get('kind')}")
+    body = copy.deepcopy(obj)
+    errors = sorted(_validator().iter_errors(body), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors[:10]]
+        raise IsvcSchemaError("InferenceService fails KServe's CRD schema:\n  " + "\n  ".join(lines))

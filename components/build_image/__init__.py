@@ -1,0 +1,26 @@
+"""Package a model folder as an OCI image (modelcar or serving image) and publish it.
+
+Public API: :func:`build_image` -> :class:`BuildResult`; builders by name through
+:func:`make_builder` (``oci`` daemonless default, ``docker``, ``kaniko``); errors
+in :mod:`components.build_image.errors`.
+"""
+
+from components.build_image.auth import Credentials
+from components.build_image.build import build_image
+from components.build_image.builders.factory import BuilderName, make_builder
+from components.build_image.errors import (
+    AuthError,
+    BaseImageNotFound,
+    BuilderUnavailable,
+    ImageBuildError,
+    ModelFolderError,
+    RegistryProtocolError,
+    RegistryUnreachable,
+)
+from components.build_image.spec import BuildEvent, BuildResult, BuildSpec, LayerReport, Mode
+
+__all__ = [
+    "AuthError", "BaseImageNotFound", "BuildEvent", "BuildResult", "BuildSpec", "BuilderName",
+    "BuilderUnavailable", "Credentials", "ImageBuildError", "LayerReport", "Mode", "ModelFolderError",
+    "RegistryProtocolError", "RegistryUnreachable", "build_image", "make_builder",
+]

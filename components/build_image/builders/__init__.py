@@ -1,0 +1,1 @@
+"""Image builders: one interface (:mod:`.base`), one file per implementation, a factory."""

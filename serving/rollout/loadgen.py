@@ -1,0 +1,112 @@
+"""A bounded load generator for canary analysis when no users send traffic.
+
+Flagger pairs canaries with a load tester so that every step has requests to
+judge; on one machine (``llmops run``) nobody else queries the endpoint, so the
+rollout runs this next to it. It sends golden prompts to the service address
+(where the traffic split applies) at a fixed rate from a small thread pool,
+stops when told, and never exceeds ``max_requests``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+class LoadGenerator:
+    """Sends completions to ``{url}/openai/v1/completions`` until stopped.
+
+    Args:
+        url: service base URL (the router or the InferenceService address).
+        model: model name the server answers to.
+        prompts: prompts to cycle through.
+        rps: target requests per second.
+        concurrency: worker threads (bounds requests in flight).
+        max_requests: hard cap on requests sent.
+        max_tokens: tokens per completion.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        prompts: list[str],
+        rps: float = 8.0,
+        concurrency: int = 4,
+        max_requests: int = 20_000,
+        max_tokens: int = 8,
+    ) -> None:
+        if rps <= 0:
+            raise ValueError(f"rps must be positive, got {rps}")
+        if not prompts:
+            raise ValueError("prompts must not be empty")
+        self.url = url.rstrip("/") + "/openai/v1/completions"
+        self.model = model
+        self.prompts = prompts
+        self.rps = rps
+        self.concurrency = concurrency
+        self.max_requests = max_requests
+        self.max_tokens = max_tokens
+        self.status = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _send(self, client: httpx.Client, prompt: str) -> None:
+        try:
+            r = client.post(
+                self.url,
+                json={"model": self.model, "prompt": prompt, "max_tokens": self.max_tokens, "temperature": 0},
+            )
+            self.status[str(r.status_code)] += 1
+        except httpx.HTTPError as exc:
+            self.status[type(exc).__name__] += 1
+
+    def _loop(self) -> None:
+        interval = 1.0 / self.rps
+        with httpx.Client(timeout=30.0) as client, ThreadPoolExecutor(self.concurrency) as pool:
+            in_flight = threading.BoundedSemaphore(self.concurrency * 2)
+            next_at = time.monotonic()
+            for n, prompt in enumerate(itertools.cycle(self.prompts)):
+                if self._stop.is_set() or n >= self.max_requests:
+                    break
+                delay = next_at - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+                next_at += interval
+                if not in_flight.acquire(timeout=1.0):
+                    continue  # server saturated: skip rather than queue without bound
+
+                def task(p: str = prompt) -> None:
+                    try:
+                        self._send(client, p)
+                    finally:
+                        in_flight.release()
+
+                pool.submit(task)
+
+    def start(self) -> "LoadGenerator":
+        self._thread = threading.Thread(target=self._loop, name="llmops-loadgen", daemon=True)
+        self._thread.start()
+        log.info("load generator: %.1f req/s to %s", self.rps, self.url)
+        return self
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=35)
+        log.info("load generator stopped: %s", dict(self.status))
+        return dict(self.status)
+
+    def __enter__(self) -> "LoadGenerator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -26,6 +26,14 @@ API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+PROMETHEUS_SCRAPE_ANNOTATION = "serving.kserve.io/enable-prometheus-scraping"
+PROMETHEUS_PORT_ANNOTATION = "prometheus.kserve.io/port"
+PROMETHEUS_PATH_ANNOTATION = "prometheus.kserve.io/path"
+HTTP_PORT = 8080  # the model server's HTTP port (also serves /metrics)
+METRICS_PATH = "/metrics"
+GPU_RESOURCE = "nvidia.com/gpu"
+HF_HOME = "/var/cache/huggingface"  # HF_HOME inside the server container (an emptyDir)
+WRITABLE_DIRS = (("tmp", "/tmp"), ("hf-cache", HF_HOME))  # emptyDir volume name -> mount path
 MODEL_FORMAT = "llmops-llm"  # the modelFormat our ServingRuntime declares
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 
@@ -91,6 +99,7 @@ class PredictorSpec:
     scale_target: int = 8  # in-flight requests per replica before scaling out
     service_account: str | None = None  # for storage credentials
     require_gpu_node_selector: bool = True  # a GPU request must say where GPUs are
+    protocol_version: str | None = None  # "v1" or "v2" (KServe default v1); None leaves it unset
 
     def validate(self) -> None:
         """Raise :class:`IsvcSpecError` naming the first impossible field."""
@@ -121,6 +130,14 @@ class PredictorSpec:
             )
         if self.scale_target < 1:
             raise IsvcSpecError(f"scale_target: must be >= 1, got {self.scale_target}")
+        if self.protocol_version not in (None, "v1", "v2"):
+            raise IsvcSpecError(f"protocol_version: {self.protocol_version!r} is not one of v1, v2")
+        for key, value in self.node_selector:
+            if not key or not isinstance(value, str):
+                raise IsvcSpecError(f"node_selector: {key!r}={value!r} needs a label key and a string value")
+        for tol in self.tolerations:
+            if tol.get("operator", "Equal") not in ("Equal", "Exists"):
+                raise IsvcSpecError(f"tolerations: operator {tol.get('operator')!r} is not Equal or Exists")
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,7 @@ class ServiceSpec:
     tag_routing: bool = True  # expose latest-/prev- addresses for probes
     labels: tuple[tuple[str, str], ...] = ()  # extra metadata labels
     annotations: tuple[tuple[str, str], ...] = ()  # extra metadata annotations
+    prometheus_scraping: bool = True  # KServe scraping annotations (port 8080, /metrics)
 
     def validate(self) -> None:
         if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name or ""):
@@ -155,8 +173,8 @@ def render_predictor(p: PredictorSpec) -> dict[str, Any]:
         "limits": {"cpu": p.cpu, "memory": p.memory},
     }
     if p.gpus:
-        resources["limits"]["nvidia.com/gpu"] = str(p.gpus)
-        resources["requests"]["nvidia.com/gpu"] = str(p.gpus)
+        resources["limits"][GPU_RESOURCE] = str(p.gpus)
+        resources["requests"][GPU_RESOURCE] = str(p.gpus)
     env = [{"name": "LLMOPS_MODEL_VERSION", "value": p.model_version}] if p.model_version else []
     env += [{"name": k, "value": v} for k, v in p.env]
     security = {
@@ -179,8 +197,14 @@ def render_predictor(p: PredictorSpec) -> dict[str, Any]:
         }
         if p.runtime:
             model["runtime"] = p.runtime
-        if p.args:
-            model["args"] = list(p.args)
+        if p.protocol_version:
+            model["protocolVersion"] = p.protocol_version
+        args = list(p.args)
+        if p.model_version and not any(a.startswith("--model_version") for a in args):
+            # the server labels its metrics with model_version; the runtime's args lack it
+            args.append(f"--model_version={p.model_version}")
+        if args:
+            model["args"] = args
         if env:
             model["env"] = env
         pred["model"] = model
@@ -191,12 +215,15 @@ def render_predictor(p: PredictorSpec) -> dict[str, Any]:
             "resources": resources,
             "securityContext": security,
             "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+            # a read-only root filesystem still needs somewhere to write
+            "volumeMounts": [{"name": v, "mountPath": m} for v, m in WRITABLE_DIRS],
         }
         if p.args:
             container["args"] = list(p.args)
         if env:
             container["env"] = env
         pred["containers"] = [container]
+        pred["volumes"] = [{"name": v, "emptyDir": {}} for v, _ in WRITABLE_DIRS]
     if p.service_account:
         pred["serviceAccountName"] = p.service_account
     if p.node_selector:
@@ -223,6 +250,10 @@ def render_isvc(spec: ServiceSpec, canary_traffic_percent: int | None = None) ->
     annotations = {DEPLOYMENT_MODE_ANNOTATION: mode.value}
     if spec.tag_routing:
         annotations[TAG_ROUTING_ANNOTATION] = "true"
+    if spec.prometheus_scraping:
+        annotations[PROMETHEUS_SCRAPE_ANNOTATION] = "true"
+        annotations[PROMETHEUS_PORT_ANNOTATION] = str(HTTP_PORT)
+        annotations[PROMETHEUS_PATH_ANNOTATION] = METRICS_PATH
     annotations.update(dict(spec.annotations))
     labels = {"app.kubernetes.io/managed-by": "llmops", "app.kubernetes.io/name": spec.name}
     labels.update(dict(spec.labels))
@@ -247,6 +278,44 @@ def render_isvc(spec: ServiceSpec, canary_traffic_percent: int | None = None) ->
         },
         "spec": {"predictor": predictor},
     }
+    validate_isvc(obj)
+    return obj
+
+
+def render_standard_canary(spec: ServiceSpec, canary: PredictorSpec, traffic_percent: int) -> dict[str, Any]:
+    """Render a Standard-mode InferenceService whose canary gets a traffic share.
+
+    Standard mode has no revisions: the stable predictor stays in
+    ``spec.predictor`` and the candidate goes in one ``spec.canary[]`` entry with
+    ``trafficPercent`` (KServe splits traffic through the Gateway API).
+
+    Args:
+        spec: the service; ``spec.predictor`` is the stable version.
+        canary: the candidate predictor.
+        traffic_percent: share of traffic for the candidate, 0..100.
+
+    Raises:
+        IsvcSpecError: Serverless mode, a bad share, or a bad predictor (field named).
+        IsvcSchemaError: the result does not validate against KServe's CRD.
+    """
+    mode = DeploymentMode.parse(spec.deployment_mode)
+    if mode is not DeploymentMode.STANDARD:
+        raise IsvcSpecError(
+            "deployment_mode: spec.canary[] is for Standard mode; Serverless canaries use "
+            "render_isvc(spec, canary_traffic_percent=N)"
+        )
+    if isinstance(traffic_percent, bool) or not isinstance(traffic_percent, int) or not 0 <= traffic_percent <= 100:
+        raise IsvcSpecError(f"traffic_percent: must be an integer 0..100, got {traffic_percent!r}")
+    try:
+        canary.validate()
+    except IsvcSpecError as exc:
+        raise IsvcSpecError(f"canary.{exc}") from None
+    obj = render_isvc(spec)
+    candidate = render_predictor(canary)
+    if "model" in candidate:
+        # the CRD requires a container name on a canary's model (not on spec.predictor's)
+        candidate["model"] = {"name": "kserve-container", **candidate["model"]}
+    obj["spec"]["canary"] = [{"predictor": candidate, "trafficPercent": traffic_percent}]
     validate_isvc(obj)
     return obj
 

@@ -1,0 +1,385 @@
+"""Promotion and rollback: move alias ``champion`` safely and record why.
+
+MLflow has no compare-and-set on aliases, so a promotion runs under a lock
+built on MLflow's own unique constraint: creating the registered model
+``llmops-lock-<name>`` succeeds for exactly one caller and fails with
+``RESOURCE_ALREADY_EXISTS`` for the others (SQL primary key, same on SQLite
+and behind ``mlflow server``). The lock carries a token, its owner and an
+expiry; a lock whose holder crashed is taken over after it expires (renamed
+to a unique tombstone first, so two takers cannot both win). Under the lock,
+``expected_champion`` is compared with the current champion: a caller that
+evaluated against a champion that has since moved gets
+:class:`PromotionConflict` instead of silently overwriting it.
+
+Events go to registered-model tags ``llmops.event.<epoch-ms>-<random>`` (JSON),
+unique and time-ordered, so :func:`model_registry.queries.history` reads them
+back in order with one call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from model_registry.client import Connection, connect
+from model_registry.errors import PromotionConflict, RegistryError
+from model_registry.queries import read_history
+from model_registry.registration import LOCK_PREFIX, get_ready_version, require_model
+from model_registry.types import (
+    ANY,
+    CHALLENGER,
+    CHAMPION,
+    EVENT_TAG_PREFIX,
+    PREVIOUS_CHAMPION,
+    TAG_PREFIX,
+    Event,
+    PromotionEvent,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOCK_TTL_S = 300.0  # a crashed holder's lock is taken over after this long
+MAX_REPORT_CHARS = 50_000  # larger rollback reports are replaced by a summary
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def lock_name(name: str) -> str:
+    return f"{LOCK_PREFIX}{name}"
+
+
+@dataclass
+class PromotionLock:
+    """A registry-wide mutex for one registered model (see the module docstring)."""
+
+    conn: Connection  # registry connection
+    name: str  # the registered model being promoted
+    ttl_s: float = DEFAULT_LOCK_TTL_S  # expiry of the lock
+    clock: Callable[[], float] = time.time  # injected in tests
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}")
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    held: bool = False
+
+    @property
+    def lock_name(self) -> str:
+        return lock_name(self.name)
+
+    def _create(self) -> bool:
+        now = self.clock()
+        tags = {
+            "llmops.lock.token": self.token,
+            "llmops.lock.owner": self.owner,
+            "llmops.lock.acquired_at": _iso(now),
+            "llmops.lock.expires_at": f"{now + self.ttl_s:.3f}",
+        }
+        try:
+            with self.conn.guard():
+                self.conn.client.create_registered_model(
+                    self.lock_name, tags=tags, description=f"llmops promotion lock for {self.name}; deleted when released"
+                )
+        except RegistryError as exc:
+            if getattr(exc.__cause__, "error_code", None) == "RESOURCE_ALREADY_EXISTS":
+                return False
+            raise
+        return True
+
+    def _holder(self):
+        try:
+            with self.conn.guard():
+                return self.conn.client.get_registered_model(self.lock_name)
+        except RegistryError as exc:
+            if getattr(exc.__cause__, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    def _take_over(self, holder) -> bool:
+        """Remove an expired lock; True if this caller removed exactly that lock."""
+        stale_token = holder.tags.get("llmops.lock.token")
+        tomb = f"{self.lock_name}.stale-{uuid.uuid4().hex[:12]}"
+        try:
+            with self.conn.guard():
+                self.conn.client.rename_registered_model(self.lock_name, tomb)
+                moved = self.conn.client.get_registered_model(tomb)
+        except RegistryError as exc:
+            if getattr(exc.__cause__, "error_code", None) in {"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS"}:
+                return False
+            raise
+        if (moved.tags or {}).get("llmops.lock.token") != stale_token:
+            # Renamed a lock someone took in between: give it back, then lose.
+            try:
+                with self.conn.guard():
+                    self.conn.client.rename_registered_model(tomb, self.lock_name)
+            except RegistryError:
+                log.warning("could not restore lock %s from %s", self.lock_name, tomb)
+            return False
+        with self.conn.guard():
+            self.conn.client.delete_registered_model(tomb)
+        log.warning(
+            "took over expired promotion lock of %s held by %s", self.name, holder.tags.get("llmops.lock.owner")
+        )
+        return True
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`PromotionConflict` at once (no waiting)."""
+        for _ in range(2):
+            if self._create():
+                self.held = True
+                return
+            holder = self._holder()
+            if holder is None:
+                continue  # released between our two calls: try once more
+            tags = holder.tags or {}
+            expires = float(tags.get("llmops.lock.expires_at", "0") or 0)
+            if expires <= self.clock():
+                if self._take_over(holder):
+                    continue
+            raise PromotionConflict(
+                f"another promotion of {self.name!r} is in progress (lock {self.lock_name!r} held by "
+                f"{tags.get('llmops.lock.owner', 'unknown')} since {tags.get('llmops.lock.acquired_at', '?')}, "
+                f"expires {_iso(expires)}); wait for it to finish and retry, or, if its holder crashed, "
+                f"delete registered model {self.lock_name!r}"
+            )
+        raise PromotionConflict(f"could not take the promotion lock of {self.name!r} (contended); retry")
+
+    def release(self) -> None:
+        """Delete the lock if this caller still holds it."""
+        if not self.held:
+            return
+        self.held = False
+        holder = self._holder()
+        if holder is None or (holder.tags or {}).get("llmops.lock.token") != self.token:
+            log.warning("promotion lock of %s was taken over before release", self.name)
+            return
+        with self.conn.guard():
+            self.conn.client.delete_registered_model(self.lock_name)
+
+    def __enter__(self) -> PromotionLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.release()
+        except RegistryError as err:
+            log.warning("could not release promotion lock of %s: %s", self.name, err)
+
+
+def _norm(version: object) -> str | None:
+    return None if version is None else str(version)
+
+
+def _write_event(conn: Connection, name: str, event: Event, now: float) -> Event:
+    event_id = f"{int(now * 1000):013d}-{uuid.uuid4().hex[:8]}"
+    with conn.guard():
+        conn.client.set_registered_model_tag(name, EVENT_TAG_PREFIX + event_id, event.to_json())
+    return type(event)(**{**event.__dict__, "event_id": event_id})
+
+
+def _set_alias(conn: Connection, name: str, alias: str, version: str | None) -> None:
+    with conn.guard():
+        if version is None:
+            try:
+                conn.client.delete_registered_model_alias(name, alias)
+            except Exception as exc:  # absent alias: nothing to delete
+                if getattr(exc, "error_code", None) not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                    raise
+        else:
+            conn.client.set_registered_model_alias(name, alias, version)
+
+
+def promote(
+    name: str,
+    version: str | int,
+    *,
+    trigger: str,
+    reason: str = "",
+    report_url: str | None = None,
+    expected_champion: str | int | None | object = ANY,
+    tracking_uri: str | None = None,
+    lock_ttl_s: float = DEFAULT_LOCK_TTL_S,
+    clock: Callable[[], float] = time.time,
+) -> PromotionEvent:
+    """Make ``version`` the champion (after a finished rollout) and record the event.
+
+    The old champion keeps alias ``previous-champion``; ``challenger`` is
+    removed if it pointed at ``version``. Promoting the current champion again
+    returns its last promotion event (idempotent retry).
+
+    Args:
+        name: registered model name.
+        version: the version to promote.
+        trigger: what caused it ("pipeline", "ci", "manual", ...).
+        reason: free text for the history.
+        report_url: link to the rollout or evaluation report.
+        expected_champion: the champion the caller evaluated against (None = no
+            champion yet); :data:`ANY` skips the check.
+        tracking_uri: MLflow tracking URI.
+        lock_ttl_s: expiry of the promotion lock.
+        clock: time source (epoch seconds).
+
+    Returns:
+        The recorded :class:`PromotionEvent`.
+
+    Raises:
+        PromotionConflict: another promotion holds the lock, or the champion is
+            not ``expected_champion``.
+        ModelNotFound, VersionNotFound: unknown name or version.
+    """
+    if not trigger or not str(trigger).strip():
+        raise ValueError("promote() needs a trigger, e.g. 'pipeline', 'ci' or 'manual'")
+    conn = connect(tracking_uri)
+    target = str(get_ready_version(conn, name, str(version)).version)
+    with PromotionLock(conn, name, ttl_s=lock_ttl_s, clock=clock):
+        aliases = dict(require_model(conn, name).aliases or {})
+        current = _norm(aliases.get(CHAMPION))
+        if current == target:
+            for event in reversed(read_history(conn, name)):
+                if isinstance(event, PromotionEvent) and event.to_version == target:
+                    log.info("%s version %s is already champion: returning its promotion event", name, target)
+                    return event
+        elif expected_champion is not ANY and _norm(expected_champion) != current:
+            raise PromotionConflict(
+                f"cannot promote {name!r} version {target}: the champion is "
+                f"{'version ' + current if current else 'not set'}, expected "
+                f"{'version ' + str(expected_champion) if expected_champion is not None else 'no champion'}; "
+                "another promotion won the race: evaluate against the new champion and promote again"
+            )
+        now = clock()
+        event = PromotionEvent(
+            kind="promotion",
+            time=_iso(now),
+            trigger=str(trigger),
+            from_version=current if current != target else _norm(aliases.get(PREVIOUS_CHAMPION)),
+            to_version=target,
+            reason=reason,
+            report_url=report_url,
+        )
+        try:
+            if current is not None and current != target:
+                _set_alias(conn, name, PREVIOUS_CHAMPION, current)
+            _set_alias(conn, name, CHAMPION, target)
+            if _norm(aliases.get(CHALLENGER)) == target:
+                _set_alias(conn, name, CHALLENGER, None)
+            recorded = _write_event(conn, name, event, now)
+            with conn.guard():
+                conn.client.set_model_version_tag(name, target, TAG_PREFIX + "promoted_at", event.time)
+        except BaseException:
+            _restore_aliases(conn, name, aliases)
+            raise
+    log.info("%s: champion %s -> %s (%s)", name, current, target, trigger)
+    return recorded
+
+
+def _restore_aliases(conn: Connection, name: str, aliases: dict) -> None:
+    for alias in (CHAMPION, PREVIOUS_CHAMPION, CHALLENGER):
+        try:
+            _set_alias(conn, name, alias, _norm(aliases.get(alias)))
+        except RegistryError as exc:
+            log.error("could not restore alias %s of %s to %s: %s", alias, name, aliases.get(alias), exc)
+
+
+def _compact_report(report: dict | None) -> dict | None:
+    if report is None:
+        return None
+    text = json.dumps(report, sort_keys=True, default=str)
+    if len(text) <= MAX_REPORT_CHARS:
+        return json.loads(text)
+    return {"truncated": True, "size_chars": len(text), "keys": sorted(map(str, report))[:100]}
+
+
+def record_rollback(
+    name: str,
+    version: str | int,
+    *,
+    reason: str,
+    report_url: str | None = None,
+    report: dict | None = None,
+    tracking_uri: str | None = None,
+    trigger: str = "rollout",
+    clock: Callable[[], float] = time.time,
+) -> Event:
+    """Record that the rollout of ``version`` was rolled back.
+
+    If ``version`` is not the champion (a canary that regressed), the champion
+    stays and ``challenger`` is cleared if it pointed at ``version``. If it is
+    the champion, ``champion`` moves back to ``previous-champion``.
+
+    Args:
+        name: registered model name.
+        version: the version that was rolled back.
+        reason: why (the analysis verdict).
+        report_url: link to the rollout report.
+        report: small structured analysis report (JSON-serialisable).
+        tracking_uri: MLflow tracking URI.
+        trigger: what caused it (default "rollout").
+        clock: time source (epoch seconds).
+
+    Returns:
+        The recorded :class:`Event` (``kind == "rollback"``).
+
+    Raises:
+        RegistryError: ``version`` is the champion and no previous champion exists.
+        PromotionConflict: a promotion holds the lock.
+        ModelNotFound, VersionNotFound: unknown name or version.
+    """
+    if not reason or not str(reason).strip():
+        raise ValueError("record_rollback() needs a reason (the analysis verdict)")
+    conn = connect(tracking_uri)
+    target = str(get_ready_version(conn, name, str(version)).version)
+    with PromotionLock(conn, name, clock=clock):
+        aliases = dict(require_model(conn, name).aliases or {})
+        current = _norm(aliases.get(CHAMPION))
+        now = clock()
+        try:
+            if current == target:
+                previous = _norm(aliases.get(PREVIOUS_CHAMPION))
+                if previous is None:
+                    raise RegistryError(
+                        f"cannot roll back {name!r} version {target}: it is the champion and no previous "
+                        "champion exists; promote another version instead"
+                    )
+                before = None
+                for event in reversed(read_history(conn, name)):
+                    if event.kind == "promotion" and event.to_version == previous:
+                        before = event.from_version
+                        break
+                _set_alias(conn, name, CHAMPION, previous)
+                _set_alias(conn, name, PREVIOUS_CHAMPION, before if before != previous else None)
+                back_to = previous
+            else:
+                back_to = current
+            if _norm(aliases.get(CHALLENGER)) == target:
+                _set_alias(conn, name, CHALLENGER, None)
+            event = _write_event(
+                conn,
+                name,
+                Event(
+                    kind="rollback",
+                    time=_iso(now),
+                    trigger=str(trigger),
+                    from_version=target,
+                    to_version=back_to,
+                    reason=reason,
+                    report_url=report_url,
+                    report=_compact_report(report),
+                ),
+                now,
+            )
+            with conn.guard():
+                conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rollout_outcome", "rolled_back")
+                conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rolled_back_at", event.time)
+        except BaseException:
+            _restore_aliases(conn, name, aliases)
+            raise
+    log.info("%s: rolled back version %s, serving %s", name, target, back_to)
+    return event

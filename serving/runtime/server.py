@@ -1,0 +1,253 @@
+"""Wire the LLM model into KServe's ModelServer: argv, OpenAI routes, metrics, faults.
+
+Everything KServe provides stays KServe's: ``ModelServer``, its FastAPI app
+(``kserve.model_server.app``), V1/V2 protocol routes, health and readiness, exception
+handling and ``/metrics``. We add the OpenAI router, one ASGI middleware that measures
+inference requests (and applies the test-only faults), and a handler that renders
+:mod:`serving.errors` as OpenAI error bodies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Sequence
+
+from serving.errors import InjectedFaultError, ServingError, error_body, error_headers, http_status
+from serving.runtime.config import ConfigError, EngineConfig, FaultConfig
+
+INFERENCE_PATHS = re.compile(
+    r"^/(openai/v1/(chat/)?completions|v2/models/[^/]+(/versions/[^/]+)?/infer|v1/models/[^/]+:predict)$"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """KServe's ModelServer parser extended with the LLM runtime's options."""
+    from kserve import model_server
+
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        parents=[model_server.parser],
+        description="KServe model server for Hugging Face causal LMs with batching, OpenAI routes and metrics.",
+    )
+    parser.add_argument("--model_dir", default="/mnt/models", help="Hugging Face model folder (safetensors).")
+    parser.add_argument(
+        "--model_version",
+        default=os.environ.get("LLMOPS_MODEL_VERSION", "unversioned"),
+        help="Version label on every metric (default: $LLMOPS_MODEL_VERSION).",
+    )
+    parser.add_argument("--http_host", default="0.0.0.0", help="Address to bind (127.0.0.1 for local tests).")
+    parser.add_argument("--max_batch_size", type=int, default=16, help="Most sequences decoded together.")
+    parser.add_argument("--max_batch_wait_ms", type=float, default=2.0, help="Idle wait for more arrivals.")
+    parser.add_argument("--max_queue", type=int, default=64, help="Most waiting requests; beyond it: 429.")
+    parser.add_argument("--max_prompt_tokens", type=int, default=None, help="Default: max_total_tokens - 1.")
+    parser.add_argument("--max_total_tokens", type=int, default=None, help="Default: the model's context.")
+    parser.add_argument("--request_timeout_s", type=float, default=60.0, help="End-to-end limit per request.")
+    parser.add_argument(
+        "--torch_threads",
+        type=int,
+        default=int(os.environ.get("LLMOPS_TORCH_THREADS", "1")),
+        help="torch.set_num_threads for the generation worker; 0 keeps torch's default (all cores). "
+        "Default 1 (or $LLMOPS_TORCH_THREADS): several replicas share a machine in local rollouts, "
+        "and oversubscribed intra-op threads are far slower than one.",
+    )
+    parser.add_argument("--dtype", default=None, help="Load weights as this torch dtype (e.g. bfloat16).")
+    parser.add_argument(
+        "--trust_remote_code", action="store_true", help="Allow custom modelling code from the model folder."
+    )
+    faults = parser.add_argument_group("TEST-ONLY fault injection (canary tests; never in production)")
+    faults.add_argument("--fault_latency_ms", type=float, default=0.0, help="Add this latency to every request.")
+    faults.add_argument("--fault_error_rate", type=float, default=0.0, help="Answer 500 for this share of requests.")
+    faults.add_argument("--fault_seed", type=int, default=None, help="Seed for the error draw.")
+    parser.set_defaults(enable_grpc=False)  # one HTTP port per server: parallel servers do not clash
+    return parser
+
+
+class InferenceMiddleware:
+    """ASGI middleware for inference routes: llmops_* request metrics and TEST-ONLY faults.
+
+    Args:
+        app: the wrapped ASGI app.
+        metrics: the model's ``RuntimeMetrics``.
+        faults: fault settings (off by default).
+        clock: monotonic clock.
+    """
+
+    def __init__(self, app, metrics, faults: FaultConfig, clock=time.monotonic):
+        self.app = app
+        self.metrics = metrics
+        self.faults = faults
+        self.clock = clock
+        self._rng = random.Random(faults.seed)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not INFERENCE_PATHS.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        start = self.clock()
+        status = {"code": 500, "done": False}
+        self.metrics.inflight.inc()
+
+        async def recording_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                if not status["done"]:
+                    status["done"] = True
+                    self.metrics.request(status["code"], self.clock() - start)
+            await send(message)
+
+        try:
+            if self.faults.latency_ms > 0:
+                await asyncio.sleep(self.faults.latency_ms / 1000.0)
+            if self.faults.error_rate > 0 and self._rng.random() < self.faults.error_rate:
+                await _send_error(recording_send, InjectedFaultError("injected fault (--fault_error_rate)", code="injected_fault"))
+                return
+            await self.app(scope, receive, recording_send)
+        finally:
+            self.metrics.inflight.dec()
+            if not status["done"]:  # exception or client gone before the last byte
+                status["done"] = True
+                self.metrics.request(status["code"], self.clock() - start)
+
+
+async def _send_error(send, exc: ServingError) -> None:
+    status, _ = http_status(exc)
+    body = json.dumps(error_body(exc)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
+    await send({"type": "http.response.start", "status": int(status), "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install(app, model, faults: FaultConfig | None = None) -> None:
+    """Add the OpenAI routes, the inference middleware and the ServingError handler to KServe's app.
+
+    Args:
+        app: ``kserve.model_server.app`` (or any FastAPI app KServe serves).
+        model: the loaded ``LLMModel``.
+        faults: TEST-ONLY faults.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    from serving.errors import InvalidRequestError
+    from serving.runtime.openai_api import build_router, error_response
+
+    app.include_router(build_router(model))
+    app.add_middleware(InferenceMiddleware, metrics=model.metrics, faults=faults or FaultConfig())
+
+    async def serving_error_handler(_request, exc: ServingError) -> JSONResponse:
+        return error_response(exc)
+
+    async def validation_handler(_request, exc: RequestValidationError) -> JSONResponse:
+        # KServe's V2 routes validate bodies with pydantic: answer in the same error shape.
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(InvalidRequestError(f"invalid request at {loc!r}: {first.get('msg')}", param=loc))
+
+    app.add_exception_handler(ServingError, serving_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse argv, load the model and run KServe's ModelServer until SIGTERM."""
+    args = build_parser().parse_args(argv)
+    if args.workers != 1:
+        raise SystemExit("--workers must be 1: a single generation worker owns the model (scale with replicas)")
+    try:
+        engine_config = EngineConfig(
+            max_batch_size=args.max_batch_size,
+            max_batch_wait_ms=args.max_batch_wait_ms,
+            max_queue=args.max_queue,
+            max_prompt_tokens=args.max_prompt_tokens,
+            max_total_tokens=args.max_total_tokens,
+            request_timeout_s=args.request_timeout_s,
+        ).validate()
+        faults = FaultConfig(args.fault_latency_ms, args.fault_error_rate, args.fault_seed).validate()
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+    import torch
+    from kserve import ModelServer, model_server
+    from kserve.logging import logger
+    from kserve.protocol.rest.server import RESTServer
+
+    from serving.runtime.model import LLMModel, ModelLoadError
+
+    if args.configure_logging:  # as ModelServer would, but early enough for the load messages
+        from kserve import logging as kserve_logging
+
+        if not logger.handlers:
+            kserve_logging.configure_logging(args.log_config_file)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    model = LLMModel(
+        args.model_name,
+        args.model_dir,
+        model_version=args.model_version,
+        engine_config=engine_config,
+        torch_dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+    )
+    try:
+        model.load()
+    except (ModelLoadError, ConfigError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if faults.enabled:
+        logger.warning("TEST-ONLY fault injection is ON: %s", faults)
+    logger.info("torch threads: %d", torch.get_num_threads())
+    install(model_server.app, model, faults)
+
+    class _Server(ModelServer):
+        """KServe's ModelServer, binding ``--http_host`` instead of always 0.0.0.0."""
+
+        def start(self, models):  # single-worker path of ModelServer.start
+            self._register_and_check_atleast_one_model_is_ready(models)
+            self._rest_server = RESTServer(
+                "kserve.model_server:app",
+                self.dataplane,
+                self.model_repository_extension,
+                self.http_port,
+                access_log_format=self.access_log_format,
+                workers=1,
+                grace_period=self.grace_period,
+                event_loop=self.event_loop,
+                timeout_keep_alive=self.timeout_keep_alive,
+            )
+            self._rest_server.config.host = args.http_host
+            self.servers.append(self._rest_server.start())
+            if self.enable_grpc:
+                from kserve.protocol.grpc.server import GRPCServer
+
+                self._grpc_server = GRPCServer(
+                    self.grpc_port,
+                    self.dataplane,
+                    self.model_repository_extension,
+                    kwargs=vars(args),
+                    grace_period=self.grace_period,
+                )
+                self.servers.append(self._grpc_server.start(self.max_threads))
+            self.setup_event_loop()
+            self.register_signal_handler()
+            asyncio.run(self._serve())
+
+    _Server(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=1,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        enable_latency_logging=args.enable_latency_logging,
+        access_log_format=args.access_log_format,
+        event_loop=args.event_loop,
+        timeout_keep_alive=args.timeout_keep_alive,
+        grace_period=int(max(args.request_timeout_s, 1)) + 5,
+    ).start([model])
+    logger.info("model server stopped")

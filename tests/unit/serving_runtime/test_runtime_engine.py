@@ -1,0 +1,199 @@
+"""The batching engine: batched greedy output equals unbatched output, per-request params hold in a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import torch
+
+from components.bootstrap.dataset import generate
+from serving.errors import OverloadedError, ShuttingDownError
+from serving.runtime.config import EngineConfig, SamplingParams
+from serving.runtime.engine import FINISH_LENGTH, FINISH_STOP, FINISH_TIMEOUT, GenerationEngine
+
+
+def _engine(hf, **overrides) -> GenerationEngine:
+    model, tok = hf
+    engine = GenerationEngine(model, tok, EngineConfig(**overrides).resolved(model.config.n_positions))
+    engine.start()
+    return engine
+
+
+async def _run(engine, tok, prompt, params, delay=0.0):
+    await asyncio.sleep(delay)
+    handle = engine.submit(tok(prompt)["input_ids"], params)
+    text, last = "", None
+    async for ev in handle.events():
+        text += ev.text
+        last = ev
+    return text, last
+
+
+def _prompts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    # Different lengths: some prompts repeated to stretch them (still within the 128-token context).
+    return [ex.prompt * rng.randint(1, 2) for ex in generate("test", n, seed)]
+
+
+def _greedy_unbatched(model, tok, prompt: str, n_new: int) -> str:
+    """Reference: one prompt alone, no padding, no KV cache: re-run the whole sequence per token."""
+    ids = tok(prompt)["input_ids"]
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(n_new):
+            token = int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax())
+            if token == tok.eos_token_id:
+                break
+            new.append(token)
+    return tok.decode(new, skip_special_tokens=True)
+
+
+def test_batched_greedy_matches_unbatched_output(hf):
+    """Many prompts of different lengths, arriving together, decode exactly as each prompt does alone."""
+    model, tok = hf
+    prompts = _prompts(48, seed=3)
+    n_new = 24
+    expected = [_greedy_unbatched(model, tok, p, n_new) for p in prompts]
+    engine = _engine(hf, max_batch_size=16)
+    try:
+
+        async def all_of_them():
+            rng = random.Random(0)
+            jobs = [
+                _run(engine, tok, p, SamplingParams(max_tokens=n_new, temperature=0), rng.random() * 0.05)
+                for p in prompts
+            ]
+            return await asyncio.gather(*jobs)
+
+        results = asyncio.run(all_of_them())
+    finally:
+        engine.stop()
+    mismatches = [(p, e, r[0]) for p, e, r in zip(prompts, expected, results) if e != r[0]]
+    assert mismatches == []
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) > 5  # the prompts really differ in length
+
+
+def test_batch_mates_do_not_change_a_request(hf):
+    """Per-request max_tokens, stop, seed and ignore_eos hold while sharing a batch."""
+    _, tok = hf
+    engine = _engine(hf, max_batch_size=8)
+    prompt = "Q: reverse abc\nA:"
+    seeded = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, seed=1234, ignore_eos=True)
+    try:
+
+        async def scenario():
+            alone = await _run(engine, tok, prompt, seeded)
+            crowd = await asyncio.gather(
+                _run(engine, tok, prompt, seeded),
+                _run(engine, tok, "Q: add 2 and 3\nA:", SamplingParams(max_tokens=5, temperature=0)),
+                _run(engine, tok, "Q: uppercase xyz\nA:", SamplingParams(max_tokens=30, temperature=0.7, seed=9)),
+                _run(engine, tok, prompt, SamplingParams(max_tokens=40, temperature=0, ignore_eos=True)),
+            )
+            return alone, crowd
+
+        alone, crowd = asyncio.run(scenario())
+    finally:
+        engine.stop()
+    assert crowd[0][0] == alone[0]  # same seed, same tokens, whatever the batch
+    assert alone[1].completion_tokens == 20 and alone[1].finish_reason == FINISH_LENGTH
+    assert crowd[1][1].completion_tokens <= 5
+    assert crowd[3][1].completion_tokens == 40 and crowd[3][1].finish_reason == FINISH_LENGTH
+
+
+def test_stop_sequence_cuts_text_and_is_never_streamed(hf):
+    _, tok = hf
+    engine = _engine(hf)
+    prompt = "Q: uppercase abc\nA:"
+    try:
+        full, _ = asyncio.run(_run(engine, tok, prompt, SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)))
+        assert len(full) > 6
+        stop = full[3:5]
+        text, last = asyncio.run(
+            _run(engine, tok, prompt, SamplingParams(max_tokens=30, temperature=0, ignore_eos=True, stop=(stop,)))
+        )
+    finally:
+        engine.stop()
+    assert text == full[: full.find(stop)]
+    assert last.finish_reason == FINISH_STOP
+
+
+def test_full_queue_refuses_and_stopped_engine_refuses(hf):
+    model, tok = hf
+    engine = GenerationEngine(model, tok, EngineConfig(max_queue=2).resolved(128))  # worker not started
+    loop = asyncio.new_event_loop()
+    try:
+        params = SamplingParams(max_tokens=4)
+        engine.submit([5, 6], params, loop=loop)
+        engine.submit([5, 6], params, loop=loop)
+        with pytest.raises(OverloadedError, match="--max_queue 2"):
+            engine.submit([5, 6], params, loop=loop)
+        engine._stopping = True
+        with pytest.raises(ShuttingDownError, match="shutting down"):
+            engine.submit([5, 6], params, loop=loop)
+    finally:
+        loop.close()
+
+
+def test_stop_drains_queued_work(hf):
+    """stop() refuses new work but finishes what was already queued."""
+    _, tok = hf
+    engine = _engine(hf, max_batch_size=2)
+
+    async def scenario():
+        handles = [
+            engine.submit(tok("Q: add 1 and 2\nA:")["input_ids"], SamplingParams(max_tokens=10, ignore_eos=True))
+            for _ in range(5)
+        ]
+        stopper = asyncio.get_running_loop().run_in_executor(None, engine.stop)
+        finals = []
+        for h in handles:
+            async for ev in h.events():
+                last = ev
+            finals.append(last)
+        await stopper
+        return finals
+
+    finals = asyncio.run(scenario())
+    assert [f.completion_tokens for f in finals] == [10] * 5
+    assert not engine.alive
+
+
+def test_request_past_its_deadline_times_out(hf):
+    """A fake clock that jumps past request_timeout_s ends the request with finish_reason timeout."""
+    model, tok = hf
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0  # every reading advances one second
+        return now[0]
+
+    engine = GenerationEngine(model, tok, EngineConfig(request_timeout_s=5).resolved(128), clock=clock)
+    engine.start()
+    try:
+        _, last = asyncio.run(_run(engine, tok, "Q: x\nA:", SamplingParams(max_tokens=100, ignore_eos=True)))
+    finally:
+        engine.stop()
+    assert last.finish_reason == FINISH_TIMEOUT
+    assert last.completion_tokens < 100
+
+
+def test_non_streaming_handle_gets_one_event_with_the_same_text(hf):
+    _, tok = hf
+    engine = _engine(hf)
+    params = SamplingParams(max_tokens=30, temperature=0, ignore_eos=True)
+    ids = tok("Q: uppercase abc\nA:")["input_ids"]
+
+    async def scenario():
+        streamed = [ev async for ev in engine.submit(ids, params).events()]
+        whole = [ev async for ev in engine.submit(ids, params, stream=False).events()]
+        return streamed, whole
+
+    try:
+        streamed, whole = asyncio.run(scenario())
+    finally:
+        engine.stop()
+    assert len(streamed) > 1 and len(whole) == 1
+    assert whole[0].text == "".join(ev.text for ev in streamed)
+    assert whole[0].finish_reason == FINISH_LENGTH and whole[0].completion_tokens == 30

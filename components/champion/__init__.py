@@ -1,0 +1,1 @@
+"""The serving champion as the evaluate step's reference."""

@@ -1,0 +1,59 @@
+"""KFP component of the fine-tune step: calls :func:`components.finetune.finetune` and nothing else."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.images import BASE_IMAGE, PACKAGES
+
+
+@dsl.component(base_image=BASE_IMAGE, packages_to_install=PACKAGES)
+def finetune(
+    base_model: Input[Model],
+    train_data: Input[Dataset],
+    tuned_model: Output[Model],
+    metrics: Output[Metrics],
+    loss_curve: Output[HTML],
+    method: str = "full",
+    max_steps: int = 600,
+    config_json: str = "{}",
+    checkpoint_dir: str = "",
+    enabled: bool = True,
+) -> float:
+    """Fine-tune ``base_model`` on ``train_data`` (JSONL); returns the final training loss.
+
+    ``config_json`` holds any other :class:`FinetuneConfig` fields. Give ``checkpoint_dir``
+    a persistent volume path to resume a retried task from its last checkpoint.
+    """
+    import base64
+    import json
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from components.finetune import FinetuneConfig
+    from components.finetune import finetune as run_finetune
+
+    if not enabled:  # fine-tuning switched off: the base model is the candidate
+        shutil.copytree(base_model.path, tuned_model.path, dirs_exist_ok=True)
+        tuned_model.metadata.update({"method": "none", "steps": 0, "base_model": base_model.uri})
+        metrics.log_metric("steps", 0.0)
+        Path(loss_curve.path).write_text("<html><body><h3>fine-tune skipped (finetune=false)</h3></body></html>")
+        print("fine-tune skipped: the base model is the candidate")
+        return 0.0
+    config = FinetuneConfig.from_dict({**json.loads(config_json or "{}"), "method": method, "max_steps": max_steps})
+    work = Path(checkpoint_dir) if checkpoint_dir else Path(tempfile.mkdtemp(prefix="llmops-finetune-"))
+    result = run_finetune(base_model.path, train_data.path, work, config)
+    if os.path.exists(tuned_model.path):
+        shutil.rmtree(tuned_model.path)
+    shutil.copytree(result.model_dir, tuned_model.path)
+    for name in ("steps", "final_loss", "tokens_per_s", "wall_s"):
+        metrics.log_metric(name, float(getattr(result, name)))
+    tuned_model.metadata.update({"method": result.method, "steps": result.steps, "final_loss": result.final_loss,
+                                 "dataset_sha256": result.dataset_sha256, "base_model": base_model.uri})
+    png = base64.b64encode(result.loss_curve_png.read_bytes()).decode()
+    Path(loss_curve.path).write_text(
+        f"<html><body><h3>{result.method} fine-tune: {result.steps} steps, final loss {result.final_loss:.4f}</h3>"
+        f'<img alt="loss curve" src="data:image/png;base64,{png}"/></body></html>'
+    )
+    return float(result.final_loss)

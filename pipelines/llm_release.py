@@ -1,0 +1,171 @@
+"""The ``llm-release`` pipeline: import → fine-tune → evaluate → gate → register → image → canary.
+
+Every step is a thin component under ``components/``; this module only wires
+them. The same function runs on Kubeflow Pipelines (compiled to
+``pipelines/llm_release.yaml``) and on one machine through ``kfp.local``
+(``llmops run``). Platform settings (secrets, GPU for fine-tuning, caching)
+are applied with ``kfp-kubernetes`` and are inert in a local run.
+"""
+
+
+from kfp import dsl, kubernetes
+
+from components.build_image.component import build_image_op
+from components.champion.component import champion_metrics, gate_failed
+from components.dataset.component import prepare_dataset
+from components.evaluate.component import evaluate
+from components.finetune.component import finetune as finetune_op
+from components.import_model.component import import_model
+from components.register.component import register
+from components.rollout.component import rollout
+
+PIPELINE_NAME = "llm-release"
+MLFLOW_SECRET = "llmops-mlflow"  # keys: MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN
+REGISTRY_SECRET = "llmops-registry"  # a docker config.json for pushing images (key: config.json)
+HF_SECRET = "llmops-hf"  # key: HF_TOKEN, for gated hf:// models
+
+
+def _mlflow_env(task: dsl.PipelineTask) -> None:
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=MLFLOW_SECRET,
+        secret_key_to_env={"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"},
+        optional=True,
+    )
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Release an LLM version: import, fine-tune, evaluate against the champion, register in MLflow, package as an OCI modelcar, canary on KServe with automatic rollback.")
+def llm_release(
+    base_model: str = "bootstrap://tiny",
+    dataset: str = "bootstrap://tasks",
+    model_name: str = "llm",
+    finetune: bool = True,
+    finetune_method: str = "full",
+    finetune_steps: int = 400,
+    learning_rate: float = 2e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+    max_accuracy_drop_points: float = 2.0,
+    max_perplexity_rise_pct: float = 10.0,
+    min_accuracy: float = 0.0,
+    tracking_uri: str = "",
+    image_repository: str = "registry.example.com/llmops/llm",
+    image_base: str = "docker.io/library/busybox:1.36",
+    image_insecure: bool = False,
+    serving_backend: str = "kserve",
+    namespace: str = "llmops",
+    serving_state_dir: str = "",
+    traffic_steps: str = "10,25,50,100",
+    analysis_interval_s: float = 60.0,
+    min_requests: int = 50,
+    max_latency_ratio: float = 1.5,
+    max_error_rate: float = 0.05,
+    load_rps: float = 0.0,
+    serving_args: str = "",
+):
+    """Release one LLM version.
+
+    Args:
+        base_model: Model source: bootstrap://tiny, hf://org/name[@revision], s3://bucket/path, gs://bucket/path, models:/name@alias or a folder.
+        dataset: Folder with train.jsonl and eval.jsonl ({"prompt","completion"} or {"messages"}), s3://, gs://, or bootstrap://tasks.
+        model_name: Registered model name in MLflow; also the InferenceService name.
+        finetune: Fine-tune the base model; false makes the base model the candidate.
+        finetune_method: full (all weights) or lora (peft adapters, merged for serving).
+        finetune_steps: Optimizer steps of the fine-tune.
+        learning_rate: Peak learning rate of the fine-tune.
+        batch_size: Examples per optimizer step.
+        seed: Seed for data order and initialisation (same seed, same model).
+        max_accuracy_drop_points: Gate: exact match may fall at most this many points below the champion.
+        max_perplexity_rise_pct: Gate: answer perplexity may rise at most this many percent above the champion.
+        min_accuracy: Gate: exact match (percent) every candidate needs, first release included.
+        tracking_uri: MLflow tracking URI; empty uses MLFLOW_TRACKING_URI from the llmops-mlflow secret.
+        image_repository: Where the modelcar image is pushed (registry/repo), or oci-layout:/path.
+        image_base: Base image of the modelcar (needs ln and sleep); empty builds from scratch.
+        image_insecure: Push over plain HTTP (local registries only).
+        serving_backend: kserve (the cluster's KServe) or local (one machine).
+        namespace: Kubernetes namespace of the InferenceService.
+        serving_state_dir: Local backend only: its state folder.
+        traffic_steps: Canary traffic percentages, increasing, ending at 100.
+        analysis_interval_s: Seconds of traffic judged per analysis interval.
+        min_requests: Requests per revision per interval below which an analysis is inconclusive.
+        max_latency_ratio: Canary p95 latency may be at most this multiple of the stable revision's.
+        max_error_rate: Canary error rate (0..1) above which the canary fails.
+        load_rps: Golden-prompt requests per second sent during the canary when the service has no users (0 = none).
+        serving_args: Extra model-server flags for the new version (test-only fault injection such as --fault_latency_ms 400).
+    """
+    data = prepare_dataset(source=dataset).set_display_name("dataset")
+    imported = import_model(source=base_model, mlflow_tracking_uri=tracking_uri).set_display_name("import")
+    _mlflow_env(imported)
+    kubernetes.use_secret_as_env(imported, secret_name=HF_SECRET, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True)
+
+    tuned = finetune_op(
+        base_model=imported.outputs["model"],
+        train_data=data.outputs["train"],
+        method=finetune_method,
+        max_steps=finetune_steps,
+        enabled=finetune,
+        config_json=f'{{"learning_rate": {learning_rate}, "batch_size": {batch_size}, "seed": {seed}}}',
+    ).set_display_name("fine-tune")
+    tuned.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    candidate = tuned.outputs["tuned_model"]
+
+    champion = champion_metrics(model_name=model_name, tracking_uri=tracking_uri).set_display_name("champion")
+    champion.set_caching_options(False)  # the champion changes between runs
+    _mlflow_env(champion)
+    evaluated = evaluate(
+        model=candidate,
+        eval_data=data.outputs["eval_data"],
+        reference_metrics_json=champion.output,
+        policy_json=f'{{"max_accuracy_drop_points": {max_accuracy_drop_points}, '
+        f'"max_perplexity_rise_pct": {max_perplexity_rise_pct}, "min_accuracy": {min_accuracy}}}',
+    ).set_display_name("evaluate")
+
+    with dsl.If(evaluated.outputs["Output"] == True, name="gate passed"):  # noqa: E712
+        registered = register(
+            model=candidate,
+            metrics=evaluated.outputs["metrics"],
+            name=model_name,
+            gate_passed=True,
+            params_json=f'{{"base_model": "{base_model}", "finetune": "{finetune}", "method": "{finetune_method}", '
+            f'"steps": {finetune_steps}, "learning_rate": {learning_rate}, "batch_size": {batch_size}, "seed": {seed}}}',
+            lineage_json=f'{{"source_model": "{base_model}", "dataset": "{dataset}", "dataset_sha256": "{data.outputs["Output"]}"}}',
+            pipeline_name=PIPELINE_NAME,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            tracking_uri=tracking_uri,
+        ).set_display_name("register")
+        registered.set_caching_options(False)
+        _mlflow_env(registered)
+        image = build_image_op(
+            model=candidate,
+            target=image_repository,
+            base=image_base,
+            mode="modelcar",
+            insecure=image_insecure,
+            model_name=model_name,
+            model_version=registered.output,
+            tracking_uri=tracking_uri,
+        ).set_display_name("build image")
+        image.set_caching_options(False)
+        _mlflow_env(image)
+        kubernetes.use_secret_as_volume(image, secret_name=REGISTRY_SECRET, mount_path="/var/run/llmops/docker", optional=True)
+        kubernetes.set_image_pull_policy(image, "IfNotPresent")
+        released = rollout(
+            image_ref=image.output,
+            model_name=model_name,
+            model_version=registered.output,
+            backend=serving_backend,
+            namespace=namespace,
+            state_dir=serving_state_dir,
+            traffic_steps=traffic_steps,
+            analysis_interval_s=analysis_interval_s,
+            min_requests=min_requests,
+            max_latency_ratio=max_latency_ratio,
+            max_error_rate=max_error_rate,
+            load_rps=load_rps,
+            serving_args=serving_args,
+            tracking_uri=tracking_uri,
+        ).set_display_name("canary rollout")
+        released.set_caching_options(False)
+        _mlflow_env(released)
+    with dsl.Else(name="gate failed"):
+        gate_failed(report=evaluated.outputs["report"]).set_display_name("gate failed")

@@ -41,7 +41,7 @@ def llm_release(
     model_name: str = "llm",
     finetune: bool = True,
     finetune_method: str = "full",
-    finetune_steps: int = 400,
+    finetune_steps: int = 600,
     learning_rate: float = 2e-3,
     batch_size: int = 32,
     seed: int = 0,

@@ -44,7 +44,7 @@ class ReleaseParams:
     model_name: str = "llm"  # registered model in MLflow, and the InferenceService name
     finetune: bool = True  # False: the base model is the candidate
     finetune_method: str = "full"  # full or lora
-    finetune_steps: int = 400  # optimizer steps
+    finetune_steps: int = 600  # optimizer steps (learning switches on after ~400 on the tiny model)
     learning_rate: float = 2e-3  # peak learning rate
     batch_size: int = 32  # examples per step
     seed: int = 0  # seeds data order and initialisation

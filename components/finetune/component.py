@@ -22,7 +22,8 @@ def finetune(
     """Fine-tune ``base_model`` on ``train_data`` (JSONL); returns the final training loss.
 
     ``config_json`` holds any other :class:`FinetuneConfig` fields. Give ``checkpoint_dir``
-    a persistent volume path to resume a retried task from its last checkpoint.
+    a persistent volume path to resume a retried task from its last checkpoint. With
+    ``enabled=False`` the base model passes through unchanged (no fine-tune; returns 0.0).
     """
     import base64
     import json
@@ -41,6 +42,7 @@ def finetune(
         Path(loss_curve.path).write_text("<html><body><h3>fine-tune skipped (finetune=false)</h3></body></html>")
         print("fine-tune skipped: the base model is the candidate")
         return 0.0
+
     config = FinetuneConfig.from_dict({**json.loads(config_json or "{}"), "method": method, "max_steps": max_steps})
     work = Path(checkpoint_dir) if checkpoint_dir else Path(tempfile.mkdtemp(prefix="llmops-finetune-"))
     result = run_finetune(base_model.path, train_data.path, work, config)

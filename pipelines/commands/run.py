@@ -1,0 +1,100 @@
+"""``llmops run``: the whole release on this machine (the embedded default)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipelines.params import ReleaseParams
+
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the whole release locally: import, fine-tune, evaluate, register, image, canary",
+        description=(
+            "Run the llm-release pipeline with kfp.local on this machine: import the base model, "
+            "fine-tune it, evaluate it against the serving champion, register it in the embedded "
+            "MLflow store, build a modelcar image (local docker-registry if installed, else an OCI "
+            "layout), and roll it out on the local serving backend behind an analysed canary. "
+            "Ends with a live OpenAI-compatible endpoint. Unchanged steps are cached between runs. "
+            "Exit codes: 0 promoted, 1 stopped by the gate or rolled back, 2 error."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = ReleaseParams()
+    p.add_argument("--base-model", default=d.base_model, help="bootstrap://tiny, hf://org/name[@rev], s3://, gs://, models:/name@alias or a folder")
+    p.add_argument("--dataset", default=d.dataset, help="folder with train.jsonl/eval.jsonl, s3://, gs://, or bootstrap://tasks[?train=N&eval=M]")
+    p.add_argument("--model-name", default=d.model_name, help="registered model and InferenceService name")
+    p.add_argument("--no-finetune", action="store_true", help="skip fine-tuning: the base model is the candidate")
+    p.add_argument("--method", default=d.finetune_method, help="fine-tune method: full or lora")
+    p.add_argument("--steps", type=int, default=d.finetune_steps, help="fine-tune optimizer steps")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate, help="peak learning rate")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed")
+    p.add_argument("--max-accuracy-drop", type=float, default=d.max_accuracy_drop_points, help="gate: exact-match points the candidate may lose vs the champion")
+    p.add_argument("--max-perplexity-rise", type=float, default=d.max_perplexity_rise_pct, help="gate: percent perplexity may rise vs the champion")
+    p.add_argument("--min-accuracy", type=float, default=d.min_accuracy, help="gate: exact match (percent) every candidate needs")
+    p.add_argument("--traffic-steps", default=d.traffic_steps, help="canary traffic percentages, ending at 100")
+    p.add_argument("--interval", type=float, default=d.analysis_interval_s, help="seconds of traffic per canary analysis")
+    p.add_argument("--min-requests", type=int, default=d.min_requests, help="requests per revision below which an analysis is inconclusive")
+    p.add_argument("--max-latency-ratio", type=float, default=d.max_latency_ratio, help="canary p95 latency / stable p95 latency allowed")
+    p.add_argument("--max-error-rate", type=float, default=d.max_error_rate, help="canary error rate (0..1) allowed")
+    p.add_argument("--load-rps", type=float, default=8.0, help="golden-prompt requests/s sent during the canary (nobody else queries a laptop)")
+    p.add_argument("--serving-args", default="", help="extra model-server flags for the new version; test-only faults: '--fault_latency_ms 400', '--fault_error_rate 0.5'")
+    p.add_argument("--state-dir", type=Path, default=Path(".llmops"), help="state folder: MLflow store, pipeline outputs, images, local serving")
+    p.add_argument("--no-cache", action="store_true", help="re-run every step even when its inputs did not change")
+    p.set_defaults(func=run)
+
+
+def params_from_args(args: argparse.Namespace) -> ReleaseParams:
+    return ReleaseParams(
+        base_model=args.base_model,
+        dataset=args.dataset,
+        model_name=args.model_name,
+        finetune=not args.no_finetune,
+        finetune_method=args.method,
+        finetune_steps=args.steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        max_accuracy_drop_points=args.max_accuracy_drop,
+        max_perplexity_rise_pct=args.max_perplexity_rise,
+        min_accuracy=args.min_accuracy,
+        traffic_steps=args.traffic_steps,
+        analysis_interval_s=args.interval,
+        min_requests=args.min_requests,
+        max_latency_ratio=args.max_latency_ratio,
+        max_error_rate=args.max_error_rate,
+        serving_args=args.serving_args,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipelines.cli import CliError
+    from pipelines.local_run import run_release
+    from pipelines.params import ParamError
+
+    try:
+        params = params_from_args(args).validate()
+    except ParamError as exc:
+        raise CliError(str(exc)) from exc
+    if args.load_rps < 0:
+        raise CliError(f"--load-rps={args.load_rps}: must be >= 0")
+    result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache)
+    print()
+    print(f"release {result.outcome}: {result.message}  ({result.wall_s:.0f}s)")
+    if result.stage_times:
+        print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_times.items()))
+    print(f"reports and metrics: {result.outputs_dir}")
+    print(f"champion: version {result.champion}" if result.champion else "champion: none yet")
+    if result.endpoint:
+        print(f"endpoint: {result.endpoint}  (OpenAI-compatible, model {params.model_name!r})")
+        print(f"  llmops query 'convert 12 km to m'      # or any OpenAI client with base_url={result.endpoint}")
+        print("  llmops status                            # version, traffic split, last rollout")
+        print("  llmops down                              # stop local serving")
+    mlflow_db = (args.state_dir / "mlflow" / "mlflow.db").resolve()
+    print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{mlflow_db} --default-artifact-root "
+          f"{(args.state_dir / 'mlflow' / 'artifacts').resolve()}")
+    return {"promoted": 0, "rolled_back": 1, "gate_failed": 1}.get(result.outcome, 2)

@@ -72,17 +72,25 @@ def _kfp_task_args(params: ReleaseParams) -> dict:
     return {k: (float(v) if k in floats else v) for k, v in params.to_dict().items() if k in keys}
 
 
-class _StageClock(logging.Handler):
-    """Times each pipeline step from kfp.local's own log lines (start, finish, cache hit)."""
+class _StageClock(logging.Filter):
+    """Times each pipeline step from kfp.local's own log lines (start, finish, cache hit).
+
+    A filter on the root logger, not a handler: kfp.local swaps the root
+    logger's handlers while it runs, but leaves its filters alone.
+    """
 
     _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__()
         self.started: dict[str, float] = {}
         self.times: dict[str, float] = {}
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._observe(record)
+        return True
+
+    def _observe(self, record: logging.LogRecord) -> None:
         msg = self._ANSI.sub("", record.getMessage())
         if m := re.match(r"Executing task '?([\w-]+)'?", msg):
             self.started[m.group(1)] = record.created
@@ -146,7 +154,7 @@ def run_release(
     started = time.monotonic()
     failure: str | None = None
     clock = _StageClock()
-    logging.getLogger().addHandler(clock)
+    logging.getLogger().addFilter(clock)
     try:
         llm_release(
             **_kfp_task_args(params),
@@ -162,7 +170,7 @@ def run_release(
     except RuntimeError as exc:
         failure = str(exc)
     finally:
-        logging.getLogger().removeHandler(clock)
+        logging.getLogger().removeFilter(clock)
     wall = time.monotonic() - started
     new_runs = sorted(
         (p for p in paths["kfp"].iterdir() if p.is_dir() and p.name not in before and p.name.startswith(PIPELINE_NAME)),

@@ -1,0 +1,734 @@
+"""The canary rollout controller: one reconcile tick per :meth:`RolloutController.step`.
+
+Like Flagger's ``advanceCanary``, a tick reads the InferenceService, decides,
+and writes at most one change; the clock, backend, metrics provider, quality
+probe and registry hooks are injected, and nothing here sleeps (the runner in
+:mod:`serving.rollout.runner` loops ticks with a real clock).
+
+Every spec change is written together with the rollout state annotation and
+the lease in one guarded replace (``metadata.resourceVersion``), so a
+controller killed at any point resumes from what the object says and ends
+fully promoted or fully rolled back.
+
+Serverless mode: ``spec.predictor.canaryTrafficPercent`` steps through the plan;
+promote = drop the field; roll back = previous spec with ``canaryTrafficPercent: 0``
+(traffic leaves the canary at once), then drop the field once the restored
+revision is ready. Standard mode: a ``spec.canary[]`` entry with
+``trafficPercent``; promote = the entry becomes the predictor; roll back = drop it.
+
+Errors::
+
+    RolloutError
+    ├── RolloutRefused     another controller holds the lease, or another rollout is in progress
+    └── RolloutSpecError   the target or the existing service cannot be rolled out (says why)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from serving.backends.base import BackendError, Conflict, NotFound, PredictorStatus, ServingBackend
+from serving.isvc import (
+    DEPLOYMENT_MODE_ANNOTATION,
+    DeploymentMode,
+    IsvcError,
+    ServiceSpec,
+    render_isvc,
+    render_predictor,
+    validate_isvc,
+)
+from serving.metrics.base import MetricsError, MetricsProvider, MetricsTarget, RevisionMetrics
+from serving.rollout.hooks import NoopHooks, RegistryHooks, RolloutEvent
+from serving.rollout.state import (
+    LEASE_ANNOTATION,
+    STATE_ANNOTATION,
+    Lease,
+    RolloutPhase,
+    RolloutState,
+    metrics_from_dict,
+    metrics_to_dict,
+    spec_hash,
+    summarize_metrics,
+    with_annotations,
+)
+from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"
+QualityProber = Callable[[str, str], Any]  # (canary_url, stable_url) -> QualityResult
+
+
+class RolloutError(Exception):
+    """Base class for rollout controller errors."""
+
+
+class RolloutRefused(RolloutError):
+    """Another controller or another rollout owns this InferenceService."""
+
+
+class RolloutSpecError(RolloutError):
+    """The target or the existing service cannot be rolled out."""
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one tick saw and did (results are data, Flagger-style)."""
+
+    phase: str  # RolloutPhase value, or "Error"
+    action: str  # started | waiting | analysed | advanced | promoted | rolling_back | rolled_back | hooks | done | conflict | already_serving
+    weight: int  # canary traffic percent the spec now asks for
+    message: str = ""
+    done: bool = False  # the rollout reached a terminal phase and its hooks ran
+    result: str | None = None  # "promoted" | "rolled_back" once done
+    next_check_s: float = 1.0  # when the next tick is useful
+    analysis: dict | None = None  # AnalysisResult.to_dict() of an interval that just ended
+
+
+def predictor_version(predictor: dict[str, Any]) -> str:
+    """The ``LLMOPS_MODEL_VERSION`` a predictor spec carries ("" when absent)."""
+    for section in [predictor.get("model") or {}] + list(predictor.get("containers") or []):
+        for env in section.get("env") or ():
+            if env.get("name") == MODEL_VERSION_ENV:
+                return str(env.get("value") or "")
+    return ""
+
+
+def _canary_entry(predictor: dict[str, Any], weight: int) -> dict[str, Any]:
+    """A ``spec.canary[]`` entry (Standard mode); the CRD requires a container name there."""
+    pred = copy.deepcopy(predictor)
+    if "model" in pred:
+        pred["model"].setdefault("name", "kserve-container")
+    return {"predictor": pred, "trafficPercent": weight}
+
+
+def _strip_canary(predictor: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(predictor)
+    out.pop("canaryTrafficPercent", None)
+    return out
+
+
+class RolloutController:
+    """Drives one InferenceService from its current version to ``service.predictor``.
+
+    Args:
+        backend: where the InferenceService lives.
+        service: the desired service; its predictor is the new version.
+        strategy: the canary plan.
+        metrics: reads each revision's serving metrics.
+        clock: unix seconds now (only for ids/logs; ticks pass ``now``).
+        quality: optional ``(canary_url, stable_url) -> QualityResult`` probe.
+        hooks: registry hooks (default: tell nobody).
+        holder: lease holder id; a restarted controller may pass the same id.
+        model_name: the ``model_name`` label the servers export (default: the service name).
+        report_writer: ``(state_dict) -> url`` called before hooks; its URL goes to the registry.
+    """
+
+    def __init__(
+        self,
+        backend: ServingBackend,
+        service: ServiceSpec,
+        strategy: RolloutStrategy,
+        metrics: MetricsProvider,
+        *,
+        quality: QualityProber | None = None,
+        hooks: RegistryHooks | None = None,
+        holder: str | None = None,
+        model_name: str | None = None,
+        report_writer: Callable[[dict], str | None] | None = None,
+    ) -> None:
+        strategy.validate()
+        service.validate()
+        if not service.predictor.model_version:
+            raise RolloutSpecError(
+                "model_version: the new predictor has no model version; set it (e.g. --model-version 3) "
+                "so metrics and the registry can tell canary from stable"
+            )
+        self.backend = backend
+        self.service = service
+        self.strategy = strategy
+        self.metrics = metrics
+        self.quality = quality
+        self.hooks = hooks or NoopHooks()
+        self.holder = holder or f"llmops-{uuid.uuid4().hex[:10]}"
+        self.model_name = model_name or service.name
+        self.report_writer = report_writer
+        self._rollout_id: str | None = None  # the rollout this controller drives (started or adopted)
+        self._primed: tuple | None = None  # (rollout, step) whose interval this process started
+        self.last_state: RolloutState | None = None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def name(self) -> str:
+        return self.service.name
+
+    @property
+    def namespace(self) -> str:
+        return self.service.namespace
+
+    @property
+    def target_version(self) -> str:
+        return self.service.predictor.model_version
+
+    def step(self, now: float) -> StepOutcome:
+        """Advance the rollout by one reconcile tick.
+
+        Raises:
+            RolloutRefused: another controller holds the lease, or a rollout of
+                another version is in progress.
+            RolloutSpecError: the service cannot be rolled out.
+            BackendError: the backend failed (unavailable, ...); retry later.
+        """
+        try:
+            obj = self.backend.get(self.name, self.namespace)
+        except NotFound:
+            return self._create_initial(now)
+        self._check_lease(obj, now)
+        state = RolloutState.from_obj(obj)
+        if state is not None:
+            self.last_state = state
+        try:
+            if state is None or (state.phase.terminal and not state.hooks_pending and state.rollout_id != self._rollout_id):
+                return self._start(obj, now)
+            if state.rollout_id != self._rollout_id:
+                self._adopt(state)
+            if state.hooks_pending:
+                return self._run_hooks(obj, state, now)
+            if state.phase.terminal:
+                return self._finished(state)
+            if state.phase is RolloutPhase.PROGRESSING:
+                return self._progress(obj, state, now)
+            if state.phase is RolloutPhase.BAKING:
+                return self._bake(obj, state, now)
+            return self._finish_rollback(obj, state, now)
+        except Conflict as exc:
+            return StepOutcome(
+                phase=state.phase.value if state else "Pending",
+                action="conflict",
+                weight=state.weight if state else 0,
+                message=f"the InferenceService changed while writing ({exc}); re-reading",
+                next_check_s=0.2,
+            )
+
+    # ------------------------------------------------------------- lease/state
+
+    def _check_lease(self, obj: dict, now: float) -> None:
+        lease = Lease.from_obj(obj)
+        if lease and lease.holder != self.holder and not lease.expired(now):
+            state = RolloutState.from_obj(obj)
+            what = f" (rollout of v{state.target_version}, {state.phase.value})" if state else ""
+            raise RolloutRefused(
+                f"{self.namespace}/{self.name}: controller {lease.holder!r} holds the rollout lease{what} "
+                f"for {lease.expires - now:.0f}s more; wait for it to finish, or stop it and retry after the lease expires"
+            )
+
+    def _lease(self, now: float) -> str:
+        return Lease(self.holder, now + self.strategy.lease_ttl_s).to_json()
+
+    def _adopt(self, state: RolloutState) -> None:
+        if state.target_version != self.target_version and not (state.phase.terminal and state.hooks_pending):
+            raise RolloutRefused(
+                f"{self.namespace}/{self.name}: a rollout of v{state.target_version} is {state.phase.value}; "
+                f"resume it (same --model-version) before rolling out v{self.target_version}"
+            )
+        log.info("%s: resuming rollout %s of v%s (%s)", self.name, state.rollout_id, state.target_version, state.phase.value)
+        self._rollout_id = state.rollout_id
+
+    def _write(self, obj: dict, state: RolloutState, now: float, *, release: bool = False) -> dict:
+        """Replace the object with ``state`` (and the lease) in one guarded write."""
+        annotations: dict[str, str | None] = {
+            STATE_ANNOTATION: state.to_json(),
+            LEASE_ANNOTATION: None if release else self._lease(now),
+        }
+        body = with_annotations(obj, annotations)
+        body.pop("status", None)
+        validate_isvc(body)
+        written = self.backend.apply(body)
+        self.last_state = state
+        return written
+
+    def _event(self, obj: dict, reason: str, message: str, warning: bool = False) -> None:
+        """A Kubernetes Event on the service, where the backend can record one (best effort)."""
+        record = getattr(self.backend, "record_event", None)
+        if record is not None:
+            try:
+                record(obj, reason, message, "Warning" if warning else "Normal")
+            except Exception as exc:  # events are informational: never block the rollout
+                log.debug("event %s not recorded: %s", reason, exc)
+
+    def _mode(self, obj: dict) -> DeploymentMode:
+        raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
+        return DeploymentMode.parse(raw) if raw else DeploymentMode.SERVERLESS
+
+    # ------------------------------------------------------------------- start
+
+    def _create_initial(self, now: float) -> StepOutcome:
+        """No service yet: deploy the version directly (nothing to compare against)."""
+        obj = render_isvc(self.service)
+        state = RolloutState(
+            rollout_id=uuid.uuid4().hex[:12],
+            target_version=self.target_version,
+            previous_version="",
+            mode=DeploymentMode.parse(self.service.deployment_mode).value,
+            phase=RolloutPhase.PROMOTED,
+            step_index=len(self.strategy.steps) - 1,
+            steps=self.strategy.steps,
+            started=now,
+            step_started=now,
+            new_predictor=obj["spec"]["predictor"],
+            new_spec_hash=spec_hash(obj["spec"]["predictor"]),
+            promoted_at=now,
+            finished=now,
+            reason="first deployment of the service (no stable version to compare against)",
+            hooks_pending=("promote",),
+        )
+        self._rollout_id = state.rollout_id
+        try:
+            self._write(obj, state, now)
+        except Conflict as exc:  # someone created it meanwhile; next tick reads it
+            return StepOutcome(RolloutPhase.PROGRESSING.value, "conflict", 0, str(exc), next_check_s=0.2)
+        log.info("%s: created with v%s (first deployment)", self.name, self.target_version)
+        return StepOutcome(state.phase.value, "created", 100, state.reason, next_check_s=0.0)
+
+    def _start(self, obj: dict, now: float) -> StepOutcome:
+        mode = self._mode(obj)
+        spec = obj.get("spec") or {}
+        current = _strip_canary(spec.get("predictor") or {})
+        try:
+            new_pred = render_predictor(self.service.predictor)
+        except IsvcError as exc:
+            raise RolloutSpecError(str(exc)) from exc
+        if spec.get("canary"):
+            raise RolloutSpecError(
+                f"{self.namespace}/{self.name}: spec.canary already has an entry not written by a known rollout; "
+                "remove it (kubectl edit isvc) before starting a rollout"
+            )
+        if "canaryTrafficPercent" in (spec.get("predictor") or {}) and (spec["predictor"]["canaryTrafficPercent"] not in (0, 100)):
+            raise RolloutSpecError(
+                f"{self.namespace}/{self.name}: spec.predictor.canaryTrafficPercent is set to "
+                f"{spec['predictor']['canaryTrafficPercent']} outside a recorded rollout; finish or undo that canary first"
+            )
+        prev_version = predictor_version(current)
+        if prev_version == self.target_version and spec_hash(current) == spec_hash(new_pred):
+            state = RolloutState(
+                rollout_id=uuid.uuid4().hex[:12], target_version=self.target_version, previous_version=prev_version,
+                mode=mode.value, phase=RolloutPhase.PROMOTED, steps=self.strategy.steps,
+                step_index=len(self.strategy.steps) - 1, started=now, step_started=now,
+                new_predictor=new_pred, prev_predictor=current, new_spec_hash=spec_hash(new_pred),
+                prev_spec_hash=spec_hash(current), finished=now, promoted_at=now,
+                reason=f"v{self.target_version} already serves all traffic", hooks_pending=("promote",),
+            )
+            self._rollout_id = state.rollout_id
+            self._write(obj, state, now)
+            return StepOutcome(state.phase.value, "already_serving", 100, state.reason, next_check_s=0.0)
+        ps = PredictorStatus.from_isvc(obj)
+        weight = self.strategy.steps[0]
+        state = RolloutState(
+            rollout_id=uuid.uuid4().hex[:12],
+            target_version=self.target_version,
+            previous_version=prev_version,
+            mode=mode.value,
+            phase=RolloutPhase.PROGRESSING,
+            step_index=0,
+            steps=self.strategy.steps,
+            started=now,
+            step_started=now,
+            new_predictor=new_pred,
+            prev_predictor=current,
+            new_spec_hash=spec_hash(new_pred),
+            prev_spec_hash=spec_hash(current),
+            stable_revision=ps.latest_rolledout or ps.latest_ready,
+        )
+        body = copy.deepcopy(obj)
+        if mode is DeploymentMode.SERVERLESS:
+            body["spec"]["predictor"] = dict(new_pred, canaryTrafficPercent=weight)
+        else:
+            body["spec"]["predictor"] = current
+            body["spec"]["canary"] = [_canary_entry(new_pred, weight)]
+        self._rollout_id = state.rollout_id
+        written = self._write(body, state, now)
+        self._event(written, "RolloutStarted", f"canary v{self.target_version} at {weight}% (stable v{prev_version or '?'})")
+        log.info(
+            "%s: rollout %s started: v%s -> v%s, %d%% to the canary",
+            self.name, state.rollout_id, prev_version or "?", self.target_version, weight,
+        )
+        return StepOutcome(state.phase.value, "started", weight, f"canary v{self.target_version} at {weight}%", next_check_s=0.5)
+
+    # --------------------------------------------------------------- progress
+
+    def _canary_status(self, obj: dict, state: RolloutState) -> tuple[bool, str | None, str | None, str | None]:
+        """(ready, not-ready reason, canary revision, stable revision) for the current step."""
+        ps = PredictorStatus.from_isvc(obj)
+        weight = state.weight
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        if "generation" in meta and "observedGeneration" in status and status["observedGeneration"] < meta["generation"]:
+            return False, "the serving control plane has not observed the latest spec yet", None, None
+        if state.mode == DeploymentMode.STANDARD.value:
+            canaries = status.get("canaryStatuses") or []
+            if not canaries:
+                return False, ps.reason or "no canary status reported yet", None, None
+            c = canaries[0]
+            if not c.get("ready"):
+                return False, _condition_reason(status) or f"canary {c.get('name')} is not ready", c.get("name"), ps.latest_ready
+            if int(c.get("trafficPercent", -1)) != weight:
+                return False, f"canary traffic is {c.get('trafficPercent')}%, waiting for {weight}%", c.get("name"), ps.latest_ready
+            return True, None, c.get("name"), ps.latest_ready
+        created = ps.latest_created
+        if not created or created == state.stable_revision:
+            return False, ps.reason or "the canary revision is not created yet", None, state.stable_revision
+        if ps.latest_ready != created:
+            return False, ps.reason or _condition_reason(status) or f"revision {created} is not ready", created, state.stable_revision
+        latest = [t for t in ps.traffic if t.revision == created or t.latest]
+        share = sum(t.percent for t in latest) if latest else None
+        if share is not None and share != weight:
+            return False, f"traffic to {created} is {share}%, waiting for {weight}%", created, state.stable_revision
+        stable = ps.latest_rolledout if ps.latest_rolledout and ps.latest_rolledout != created else state.stable_revision
+        return True, None, created, stable
+
+    def _progress(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+        weight = state.weight
+        ready, reason, canary_rev, stable_rev = self._canary_status(obj, state)
+        if not ready:
+            waited = now - state.step_started
+            if waited > self.strategy.ready_timeout_s:
+                why = f"canary not ready after {waited:.0f}s at {weight}%: {reason}"
+                return self._rollback(obj, state, now, why)
+            return StepOutcome(state.phase.value, "waiting", weight, reason or "waiting for the canary", next_check_s=min(1.0, self.strategy.interval_s))
+        if self.strategy.warmup_s > 0 and state.warm_until is None:
+            new = state.evolve(warm_until=now + self.strategy.warmup_s, canary_revision=canary_rev or state.canary_revision)
+            self._write(obj, new, now)
+            return StepOutcome(new.phase.value, "waiting", weight, f"canary ready; warming up for {self.strategy.warmup_s:.0f}s",
+                               next_check_s=self.strategy.warmup_s)
+        if state.warm_until is not None and now < state.warm_until:
+            return StepOutcome(state.phase.value, "waiting", weight, "canary warming up", next_check_s=state.warm_until - now)
+        if state.interval_start is None or self._primed != (state.rollout_id, state.step_index):
+            # the interval starts now; counter-based providers (scrape) take their baseline here
+            self._prime(state.target_version, canary_rev, now)
+            self._prime(state.previous_version, stable_rev, now)
+            self._primed = (state.rollout_id, state.step_index)
+            new = state.evolve(interval_start=now, canary_revision=canary_rev or state.canary_revision)
+            self._write(obj, new, now)
+            return StepOutcome(
+                new.phase.value, "waiting", weight, f"canary ready at {weight}%; analysis interval started",
+                next_check_s=self.strategy.interval_s,
+            )
+        due = state.interval_start + self.strategy.interval_s
+        if now < due:
+            self._renew_if_needed(obj, now)
+            return StepOutcome(state.phase.value, "waiting", weight, f"interval ends in {due - now:.1f}s", next_check_s=due - now)
+
+        result, record, baseline = self._analyse(state, canary_rev or state.canary_revision, stable_rev, state.interval_start, now, weight)
+        from serving.rollout.analysis import Phase
+
+        state = state.evolve(
+            intervals=state.intervals + (record,),
+            baseline=baseline or state.baseline,
+            canary_revision=canary_rev or state.canary_revision,
+        )
+        verdict = result.phase
+        reasons = "; ".join(result.reasons) if result.reasons else verdict.value
+        if verdict in (Phase.FAILED, Phase.ERROR):
+            failures = state.failures + 1
+            state = state.evolve(failures=failures, inconclusive=0, interval_start=now)
+            if failures >= self.strategy.failure_limit:
+                return self._rollback(obj, state, now, f"{verdict.value} at {weight}%: {reasons}", analysis=result.to_dict())
+            self._write(obj, state, now)
+            return StepOutcome(state.phase.value, "analysed", weight, f"{verdict.value} ({failures}/{self.strategy.failure_limit}): {reasons}",
+                               next_check_s=self.strategy.interval_s, analysis=result.to_dict())
+        if verdict is Phase.INCONCLUSIVE:
+            policy = self.strategy.inconclusive_policy
+            if policy is InconclusivePolicy.ROLLBACK:
+                return self._rollback(obj, state, now, f"inconclusive at {weight}%: {reasons}", analysis=result.to_dict())
+            if policy is InconclusivePolicy.HOLD:
+                held = state.inconclusive + 1
+                if held >= self.strategy.max_inconclusive:
+                    return self._rollback(
+                        obj, state, now,
+                        f"inconclusive for {held} intervals at {weight}% (hold limit {self.strategy.max_inconclusive}): {reasons}",
+                        analysis=result.to_dict(),
+                    )
+                state = state.evolve(inconclusive=held, interval_start=now)
+                self._write(obj, state, now)
+                return StepOutcome(state.phase.value, "analysed", weight, f"inconclusive, holding at {weight}% ({held}/{self.strategy.max_inconclusive}): {reasons}",
+                                   next_check_s=self.strategy.interval_s, analysis=result.to_dict())
+            # PROMOTE: counts as a success
+        successes = state.successes + 1
+        state = state.evolve(successes=successes, inconclusive=0, interval_start=now)
+        if successes < self.strategy.intervals_per_step:
+            self._write(obj, state, now)
+            return StepOutcome(state.phase.value, "analysed", weight, f"interval passed at {weight}% ({successes}/{self.strategy.intervals_per_step})",
+                               next_check_s=self.strategy.interval_s, analysis=result.to_dict())
+        if state.step_index + 1 >= len(state.steps):
+            return self._promote(obj, state, now, analysis=result.to_dict())
+        return self._advance(obj, state, now, analysis=result.to_dict())
+
+    def _advance(self, obj: dict, state: RolloutState, now: float, analysis: dict | None) -> StepOutcome:
+        index = state.step_index + 1
+        weight = state.steps[index]
+        state = state.evolve(step_index=index, step_started=now, interval_start=None, successes=0)
+        body = copy.deepcopy(obj)
+        if state.mode == DeploymentMode.STANDARD.value:
+            body["spec"]["canary"] = [_canary_entry(state.new_predictor, weight)]
+        else:
+            body["spec"]["predictor"] = dict(state.new_predictor, canaryTrafficPercent=weight)
+        written = self._write(body, state, now)
+        self._event(written, "CanaryAdvanced", f"v{state.target_version} passed its analysis; canary now at {weight}%")
+        log.info("%s: v%s passed step %d, canary now at %d%%", self.name, state.target_version, index, weight)
+        return StepOutcome(state.phase.value, "advanced", weight, f"canary at {weight}%", next_check_s=0.5, analysis=analysis)
+
+    def _promote(self, obj: dict, state: RolloutState, now: float, analysis: dict | None) -> StepOutcome:
+        body = copy.deepcopy(obj)
+        body["spec"]["predictor"] = copy.deepcopy(state.new_predictor)
+        body["spec"].pop("canary", None)
+        bake = self.strategy.bake_s
+        state = state.evolve(
+            phase=RolloutPhase.BAKING if bake > 0 else RolloutPhase.PROMOTED,
+            promoted_at=now,
+            bake_until=now + bake if bake > 0 else None,
+            interval_start=now if bake > 0 else None,
+            finished=None if bake > 0 else now,
+            reason=f"all {len(state.steps)} steps passed",
+            hooks_pending=("promote",),
+            failures=0,
+        )
+        written = self._write(body, state, now)
+        self._event(written, "CanaryPromoted", f"v{state.target_version} promoted: {state.reason}")
+        log.info("%s: v%s promoted (%s)", self.name, state.target_version, state.reason)
+        return StepOutcome(state.phase.value, "promoted", 100, state.reason, next_check_s=0.0, analysis=analysis)
+
+    def _rollback(self, obj: dict, state: RolloutState, now: float, reason: str, analysis: dict | None = None) -> StepOutcome:
+        """Take traffic off the new version in one write."""
+        body = copy.deepcopy(obj)
+        was_promoted = state.phase is RolloutPhase.BAKING
+        body["spec"].pop("canary", None)
+        if state.mode == DeploymentMode.STANDARD.value:
+            body["spec"]["predictor"] = copy.deepcopy(state.prev_predictor)
+            new = state.evolve(
+                phase=RolloutPhase.ROLLED_BACK, reason=reason, finished=now, interval_start=None,
+                hooks_pending=("rollback", "restore_alias") if was_promoted else ("rollback",),
+            )
+        elif was_promoted:
+            # the new revision holds 100%: restore the old spec; the restored revision takes over once ready
+            body["spec"]["predictor"] = copy.deepcopy(state.prev_predictor)
+            new = state.evolve(phase=RolloutPhase.ROLLING_BACK, reason=reason, step_started=now, interval_start=None,
+                               hooks_pending=(), bake_until=None)
+        else:
+            # canaryTrafficPercent 0 sends everything back to latestRolledoutRevision at once
+            body["spec"]["predictor"] = dict(copy.deepcopy(state.prev_predictor), canaryTrafficPercent=0)
+            new = state.evolve(phase=RolloutPhase.ROLLING_BACK, reason=reason, step_started=now, interval_start=None)
+        new = new.evolve(baseline=state.baseline, promoted_at=state.promoted_at if was_promoted else None)
+        written = self._write(body, new, now)
+        self._event(written, "CanaryRollback", f"v{state.target_version} rolled back: {reason}", warning=True)
+        log.warning("%s: rolling back v%s: %s", self.name, state.target_version, reason)
+        return StepOutcome(new.phase.value, "rolling_back", 0, reason, next_check_s=0.0, analysis=analysis)
+
+    def _finish_rollback(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+        """RollingBack (Serverless): wait for the restored revision, then drop canaryTrafficPercent."""
+        ps = PredictorStatus.from_isvc(obj)
+        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+        observed = not ("generation" in meta and "observedGeneration" in status and status["observedGeneration"] < meta["generation"])
+        restored_ready = (
+            observed and ps.latest_created is not None and ps.latest_ready == ps.latest_created
+            and ps.latest_created not in (state.canary_revision,)
+        )
+        timed_out = now - state.step_started > self.strategy.ready_timeout_s
+        if not restored_ready and not timed_out:
+            return StepOutcome(state.phase.value, "waiting", 0, ps.reason or "waiting for the restored revision", next_check_s=0.5)
+        body = copy.deepcopy(obj)
+        reason = state.reason
+        if restored_ready:
+            body["spec"]["predictor"] = copy.deepcopy(state.prev_predictor)
+        else:
+            reason += f" (restored revision not ready after {self.strategy.ready_timeout_s:.0f}s; canaryTrafficPercent kept at 0)"
+        was_promoted = state.promoted_at is not None
+        new = state.evolve(
+            phase=RolloutPhase.ROLLED_BACK, finished=now, reason=reason,
+            hooks_pending=("rollback", "restore_alias") if was_promoted else ("rollback",),
+        )
+        self._write(body, new, now)
+        return StepOutcome(new.phase.value, "rolled_back", 0, reason, next_check_s=0.0)
+
+    # ------------------------------------------------------------------- bake
+
+    def _bake(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+        if state.hooks_pending:
+            return self._run_hooks(obj, state, now)
+        if self._primed != (state.rollout_id, "bake"):
+            ps = PredictorStatus.from_isvc(obj)
+            self._prime(state.target_version, state.canary_revision or ps.latest_ready, now)
+            self._primed = (state.rollout_id, "bake")
+            state = state.evolve(interval_start=now)
+            self._write(obj, state, now)
+            return StepOutcome(state.phase.value, "waiting", 100, "baking: analysis interval started", next_check_s=self.strategy.interval_s)
+        start = state.interval_start or state.promoted_at or now
+        due = start + self.strategy.interval_s
+        if now < due:
+            self._renew_if_needed(obj, now)
+            return StepOutcome(state.phase.value, "waiting", 100, f"baking; next check in {due - now:.1f}s", next_check_s=due - now)
+        ps = PredictorStatus.from_isvc(obj)
+        canary_rev = state.canary_revision or ps.latest_ready
+        result, record, _ = self._analyse(state, canary_rev, None, start, now, 100, bake=True)
+        from serving.rollout.analysis import Phase
+
+        state = state.evolve(intervals=state.intervals + (record,), interval_start=now)
+        reasons = "; ".join(result.reasons) if result.reasons else result.phase.value
+        if result.phase in (Phase.FAILED, Phase.ERROR):
+            failures = state.failures + 1
+            state = state.evolve(failures=failures)
+            if failures >= self.strategy.failure_limit:
+                return self._rollback(obj, state, now, f"{result.phase.value} during the bake window: {reasons}", analysis=result.to_dict())
+        if state.bake_until is not None and now >= state.bake_until:
+            state = state.evolve(phase=RolloutPhase.PROMOTED, finished=now, interval_start=None)
+            self._write(obj, state, now, release=True)
+            return StepOutcome(state.phase.value, "done", 100, f"bake window passed; {state.reason}", done=True, result="promoted",
+                               next_check_s=0.0, analysis=result.to_dict())
+        self._write(obj, state, now)
+        return StepOutcome(state.phase.value, "analysed", 100, f"baking: {reasons}", next_check_s=self.strategy.interval_s, analysis=result.to_dict())
+
+    # --------------------------------------------------------------- analysis
+
+    def _analyse(
+        self, state: RolloutState, canary_rev: str | None, stable_rev: str | None, start: float, end: float, weight: int,
+        bake: bool = False,
+    ):
+        from serving.rollout.analysis import AnalysisPolicy, analyse
+
+        policy = self.strategy.analysis_policy or AnalysisPolicy()
+        provider_error = None
+        canary_m: RevisionMetrics | None = None
+        stable_m: RevisionMetrics | None = None
+        try:
+            canary_m = self.metrics.collect(self._target(state.target_version, canary_rev), start, end)
+            if not bake:
+                stable_m = self.metrics.collect(self._target(state.previous_version, stable_rev), start, end)
+        except (MetricsError, BackendError) as exc:
+            provider_error = f"metrics: {exc}"
+        baseline_used = False
+        new_baseline = None
+        if stable_m is not None and stable_m.requests > 0:
+            new_baseline = metrics_to_dict(stable_m)
+        elif state.baseline and (bake or weight >= 100 or stable_m is None or stable_m.requests == 0) and provider_error is None:
+            stable_m = metrics_from_dict(state.baseline)  # the stable revision has no traffic now: compare with its last window
+            baseline_used = True
+        quality, quality_error = None, None
+        if self.quality is not None and self.strategy.quality_probe and not bake and provider_error is None:
+            quality, quality_error = self._probe_quality()
+        result = analyse(canary_m, stable_m, policy, quality=quality, provider_error=provider_error, quality_error=quality_error)
+        record = {
+            "step": state.step_index,
+            "weight": weight,
+            "bake": bake,
+            "start": start,
+            "end": end,
+            "phase": result.phase.value,
+            "reasons": list(result.reasons),
+            "canary": summarize_metrics(canary_m),
+            "stable": summarize_metrics(stable_m),
+            "stable_from_baseline": baseline_used,
+            "quality": _quality_summary(quality),
+        }
+        log.info(
+            "%s: interval at %d%%: %s %s", self.name, weight, result.phase.value, "; ".join(result.reasons),
+        )
+        return result, record, new_baseline
+
+    def _prime(self, version: str, revision: str | None, now: float) -> None:
+        """Let the provider take its baseline for an interval starting ``now`` (result unused)."""
+        try:
+            self.metrics.collect(self._target(version, revision), now, now)
+        except (MetricsError, BackendError) as exc:
+            log.debug("metrics baseline for v%s not taken: %s", version, exc)
+
+    def _target(self, version: str, revision: str | None) -> MetricsTarget:
+        urls: tuple[str, ...] = ()
+        if revision:
+            try:
+                urls = tuple(self.backend.revision_urls(self.name, self.namespace, revision))
+            except BackendError:
+                urls = ()
+        return MetricsTarget(model_name=self.model_name, model_version=version, urls=urls, namespace=self.namespace)
+
+    def _probe_quality(self):
+        try:
+            eps = self.backend.endpoints(self.name, self.namespace)
+        except BackendError as exc:
+            return None, f"endpoints unavailable: {exc}"
+        if not (eps.latest_url and eps.prev_url):
+            return None, None  # no tag routing: latency/error analysis only
+        try:
+            return self.quality(eps.latest_url, eps.prev_url), None
+        except Exception as exc:  # QualityProbeError and transport errors are measurements, not crashes
+            return None, str(exc)
+
+    # ------------------------------------------------------------------ hooks
+
+    def _run_hooks(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+        report_url = None
+        if self.report_writer is not None:
+            try:
+                report_url = self.report_writer(self.report_data(state))
+            except Exception as exc:  # a report that cannot be written must not block the alias
+                log.warning("%s: report not written: %s", self.name, exc)
+        event = RolloutEvent(
+            service=self.name,
+            namespace=self.namespace,
+            version=state.target_version,
+            previous_version=state.previous_version,
+            reason=state.reason,
+            report=self.report_data(state),
+            report_url=report_url,
+            alias_moved="restore_alias" in state.hooks_pending,
+        )
+        try:
+            if "promote" in state.hooks_pending:
+                self.hooks.promoted(event)
+            if "rollback" in state.hooks_pending:
+                self.hooks.rolled_back(event)
+        except Exception as exc:
+            self._renew_if_needed(obj, now)
+            return StepOutcome(state.phase.value, "hooks", state.weight, f"registry hook failed, retrying: {exc}", next_check_s=2.0)
+        new = state.evolve(hooks_pending=())
+        terminal = new.phase.terminal
+        self._write(obj, new, now, release=terminal)
+        if terminal:
+            return self._finished(new)
+        return StepOutcome(new.phase.value, "hooks", new.weight, "registry updated; baking", next_check_s=0.0)
+
+    def _finished(self, state: RolloutState) -> StepOutcome:
+        result = "promoted" if state.phase is RolloutPhase.PROMOTED else "rolled_back"
+        return StepOutcome(state.phase.value, "done", state.weight, state.reason, done=True, result=result, next_check_s=0.0)
+
+    def _renew_if_needed(self, obj: dict, now: float) -> None:
+        lease = Lease.from_obj(obj)
+        if lease is None or lease.holder != self.holder or lease.expires - now < self.strategy.lease_ttl_s / 2:
+            rv = (obj.get("metadata") or {}).get("resourceVersion", "")
+            self.backend.patch_annotations(self.name, self.namespace, {LEASE_ANNOTATION: self._lease(now)}, rv)
+
+    # ----------------------------------------------------------------- report
+
+    def report_data(self, state: RolloutState | None = None) -> dict[str, Any]:
+        """The JSON report of the rollout as recorded so far."""
+        from serving.rollout.report import build_report
+
+        state = state or self.last_state
+        return build_report(self.name, self.namespace, state, self.strategy)
+
+
+def _condition_reason(status: dict) -> str | None:
+    for cond in status.get("conditions") or ():
+        if cond.get("status") == "False":
+            return cond.get("message") or cond.get("reason")
+    return None
+
+
+def _quality_summary(quality: Any) -> dict | None:
+    if quality is None:
+        return None
+    if hasattr(quality, "to_dict"):
+        return quality.to_dict()
+    return {"repr": repr(quality)}

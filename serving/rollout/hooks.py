@@ -1,0 +1,93 @@
+"""Registry hooks: what the rollout tells the model registry when it decides.
+
+The alias ``champion`` always names the version that serves: the controller
+calls :meth:`RegistryHooks.promoted` once the new version takes all traffic and
+:meth:`RegistryHooks.rolled_back` once the previous version serves again (with
+``alias_moved=True`` when a bake-window regression undoes a promotion, so the
+alias goes back too). Hooks must be idempotent: a restarted controller calls a
+hook again when it cannot tell whether the last call landed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    """One decision, as the registry sees it."""
+
+    service: str  # InferenceService name
+    namespace: str
+    version: str  # the version that was rolled out
+    previous_version: str  # the version that served before
+    reason: str  # why (verdict reasons, or "all steps passed")
+    report: dict[str, Any] = field(default_factory=dict)  # the JSON report
+    report_url: str | None = None  # where the human report lives
+    alias_moved: bool = False  # rollback after promotion: the alias must go back
+
+
+@runtime_checkable
+class RegistryHooks(Protocol):
+    """Receives promotion and rollback decisions."""
+
+    def promoted(self, event: RolloutEvent) -> None:
+        """The new version serves all traffic."""
+
+    def rolled_back(self, event: RolloutEvent) -> None:
+        """The previous version serves again."""
+
+
+class NoopHooks:
+    """Tells nobody (no registry configured)."""
+
+    def promoted(self, event: RolloutEvent) -> None:
+        log.info("no registry hooks: %s v%s promoted", event.service, event.version)
+
+    def rolled_back(self, event: RolloutEvent) -> None:
+        log.info("no registry hooks: %s v%s rolled back", event.service, event.version)
+
+
+class MlflowHooks:
+    """Moves MLflow's ``champion`` alias and records rollbacks on the version.
+
+    Args:
+        model_name: registered model name in MLflow.
+        tracking_uri: MLflow tracking URI (None: the project's default).
+    """
+
+    def __init__(self, model_name: str, tracking_uri: str | None = None) -> None:
+        self.model_name = model_name
+        self.tracking_uri = tracking_uri
+
+    def promoted(self, event: RolloutEvent) -> None:
+        from model_registry import promotion
+
+        # the alias names what serves: no expected_champion guard, the traffic already moved
+        promotion.promote(
+            self.model_name,
+            event.version,
+            trigger="canary",
+            reason=event.reason or f"canary rollout of {event.service} passed every step",
+            report_url=event.report_url,
+            tracking_uri=self.tracking_uri,
+        )
+        log.info("registry: %s v%s is now champion", self.model_name, event.version)
+
+    def rolled_back(self, event: RolloutEvent) -> None:
+        from model_registry import promotion
+
+        # record_rollback also moves ``champion`` back when the rolled-back version holds it
+        promotion.record_rollback(
+            self.model_name,
+            event.version,
+            reason=event.reason or "rolled back by the canary analysis",
+            report_url=event.report_url,
+            report=event.report,
+            tracking_uri=self.tracking_uri,
+        )
+        log.info("registry: %s v%s rollback recorded", self.model_name, event.version)

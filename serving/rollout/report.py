@@ -1,0 +1,171 @@
+"""Rollout reports: JSON for machines, Markdown for people, a PNG chart of canary vs stable.
+
+:func:`build_report` turns the recorded :class:`~serving.rollout.state.RolloutState`
+into plain data; :func:`write_report` writes ``rollout.json``, ``rollout.md``
+and ``rollout.png`` (matplotlib, Agg backend: no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from serving.rollout.state import RolloutPhase, RolloutState
+from serving.rollout.strategy import RolloutStrategy
+
+log = logging.getLogger(__name__)
+
+
+def build_report(name: str, namespace: str, state: RolloutState | None, strategy: RolloutStrategy) -> dict[str, Any]:
+    """The rollout as data: outcome, plan, and one row per analysis interval."""
+    if state is None:
+        return {"service": name, "namespace": namespace, "phase": "NotStarted", "strategy": strategy.to_dict(), "intervals": []}
+    outcome = {
+        RolloutPhase.PROMOTED: "promoted",
+        RolloutPhase.ROLLED_BACK: "rolled_back",
+    }.get(state.phase, "in_progress")
+    return {
+        "service": name,
+        "namespace": namespace,
+        "rollout_id": state.rollout_id,
+        "target_version": state.target_version,
+        "previous_version": state.previous_version,
+        "mode": state.mode,
+        "phase": state.phase.value,
+        "outcome": outcome,
+        "reason": state.reason,
+        "started": state.started,
+        "finished": state.finished,
+        "duration_s": (state.finished - state.started) if state.finished else None,
+        "final_weight": state.weight,
+        "steps": list(state.steps),
+        "step_reached": state.steps[state.step_index] if state.steps else None,
+        "strategy": strategy.to_dict(),
+        "new_spec_hash": state.new_spec_hash,
+        "prev_spec_hash": state.prev_spec_hash,
+        "canary_revision": state.canary_revision,
+        "stable_revision": state.stable_revision,
+        "intervals": list(state.intervals),
+    }
+
+
+def _fmt(v: Any, pct: bool = False, ms: bool = False) -> str:
+    if v is None:
+        return "–"
+    if pct:
+        return f"{v:.2%}"
+    if ms:
+        return f"{v * 1000:.0f} ms"
+    return str(v)
+
+
+def render_markdown(report: dict[str, Any], chart_name: str | None = None) -> str:
+    """A page a person reads: verdict first, then the table per interval."""
+    lines = [
+        f"# Rollout of {report['service']} v{report.get('target_version', '?')}",
+        "",
+        f"**Outcome:** {report.get('outcome', report.get('phase'))} — {report.get('reason') or ''}",
+        "",
+        f"- namespace: `{report['namespace']}`, mode: {report.get('mode', '?')}",
+        f"- previous version: v{report.get('previous_version') or '?'}; steps: "
+        + ", ".join(f"{s}%" for s in report.get("steps", [])),
+        f"- reached: {report.get('step_reached')}%, traffic now on the canary: {report.get('final_weight')}%",
+    ]
+    if report.get("duration_s") is not None:
+        lines.append(f"- duration: {report['duration_s']:.1f}s")
+    lines += [
+        "",
+        "| # | weight | verdict | canary req | stable req | canary err | stable err | canary p95 | stable p95 | quality c/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, row in enumerate(report.get("intervals", []), 1):
+        c, s, q = row.get("canary") or {}, row.get("stable") or {}, row.get("quality") or {}
+        quality = f"{q.get('canary_score', '–')}/{q.get('stable_score', '–')}" if q else "–"
+        weight = f"{row['weight']}%" + (" (bake)" if row.get("bake") else "")
+        stable_p95 = _fmt(s.get("latency_p95_s"), ms=True) + (" (baseline)" if row.get("stable_from_baseline") else "")
+        lines.append(
+            f"| {i} | {weight} | {row['phase']} | {_fmt(c.get('requests'))} | {_fmt(s.get('requests'))} | "
+            f"{_fmt(c.get('error_rate'), pct=True)} | {_fmt(s.get('error_rate'), pct=True)} | "
+            f"{_fmt(c.get('latency_p95_s'), ms=True)} | {stable_p95} | {quality} |"
+        )
+    failing = [r for r in report.get("intervals", []) if r.get("phase") != "Successful"]
+    if failing:
+        lines += ["", "## Reasons", ""]
+        for row in failing:
+            for reason in row.get("reasons", []):
+                lines.append(f"- at {row['weight']}%: {reason}")
+    if chart_name:
+        lines += ["", f"![canary vs stable]({chart_name})"]
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(report: dict[str, Any], path: Path) -> Path | None:
+    """Canary vs stable p95 latency and error rate per interval (PNG)."""
+    rows = report.get("intervals", [])
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = list(range(1, len(rows) + 1))
+    labels = [f"{r['weight']}%" + ("b" if r.get("bake") else "") for r in rows]
+
+    def series(role: str, key: str, scale: float = 1.0) -> list[float]:
+        out = []
+        for r in rows:
+            v = (r.get(role) or {}).get(key)
+            out.append(float("nan") if v is None else v * scale)
+        return out
+
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    ax1.plot(xs, series("canary", "latency_p95_s", 1000), "o-", label="canary")
+    ax1.plot(xs, series("stable", "latency_p95_s", 1000), "s--", label="stable")
+    ax1.set_ylabel("p95 latency (ms)")
+    ax1.legend()
+    ax2.plot(xs, series("canary", "error_rate", 100), "o-", label="canary")
+    ax2.plot(xs, series("stable", "error_rate", 100), "s--", label="stable")
+    ax2.set_ylabel("error rate (%)")
+    ax2.set_xticks(xs, labels)
+    ax2.set_xlabel("analysis interval (canary weight)")
+    for ax in (ax1, ax2):
+        for x, r in zip(xs, rows):
+            if r.get("phase") not in ("Successful",):
+                ax.axvspan(x - 0.4, x + 0.4, color="red" if r.get("phase") == "Failed" else "orange", alpha=0.15)
+    fig.suptitle(f"{report['service']} v{report.get('target_version', '?')}: {report.get('outcome', '')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``rollout.json``, ``rollout.md`` and (with intervals) ``rollout.png``.
+
+    Returns:
+        ``{"json": path, "markdown": path, "chart": path?}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    chart = render_chart(report, out / "rollout.png")
+    if chart:
+        paths["chart"] = chart
+    paths["json"] = out / "rollout.json"
+    paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    paths["markdown"] = out / "rollout.md"
+    paths["markdown"].write_text(render_markdown(report, chart.name if chart else None), encoding="utf-8")
+    log.info("rollout report written to %s", out)
+    return paths
+
+
+def report_writer(out_dir: str | Path):
+    """A ``report_writer`` for the controller: writes the files, returns the Markdown's file URI."""
+
+    def write(report: dict[str, Any]) -> str:
+        return write_report(report, out_dir)["markdown"].resolve().as_uri()
+
+    return write

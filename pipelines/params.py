@@ -19,19 +19,15 @@ class ParamError(ValueError):
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
-    """``"10,25,50,100"`` -> ``(10, 25, 50, 100)``; must increase and end at 100."""
+    """``"10,25,50,100"`` -> ``(10, 25, 50, 100)``, checked by the rollout strategy's own rules."""
+    from serving.rollout.strategy import RolloutStrategy, StrategyError
+    from serving.rollout.strategy import parse_steps as parse
+
     try:
-        steps = tuple(int(s) for s in str(text).replace(" ", "").split(",") if s)
-    except ValueError:
-        raise ParamError(f"traffic_steps={text!r}: use comma-separated integers such as 10,25,50,100") from None
-    if not steps:
-        raise ParamError("traffic_steps: at least one step is needed, e.g. 10,25,50,100")
-    if any(s <= 0 or s > 100 for s in steps):
-        raise ParamError(f"traffic_steps={text!r}: every step must be between 1 and 100")
-    if list(steps) != sorted(set(steps)):
-        raise ParamError(f"traffic_steps={text!r}: steps must strictly increase")
-    if steps[-1] != 100:
-        raise ParamError(f"traffic_steps={text!r}: the last step must be 100 (full promotion)")
+        steps = parse(str(text))
+        RolloutStrategy(steps=steps).validate()
+    except StrategyError as exc:
+        raise ParamError(f"traffic_steps={text!r}: {exc}") from None
     return steps
 
 

@@ -62,54 +62,11 @@ def _rollout_namespace(args: argparse.Namespace, target) -> argparse.Namespace:
     return ns
 
 
-def _strategy(ns: argparse.Namespace):
-    from pipelines.cli import CliError
-    from pipelines.commands.rollout import _policy
-    from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy, StrategyError, parse_steps
-
-    try:
-        strategy = RolloutStrategy(
-            steps=parse_steps(ns.steps),
-            interval_s=ns.interval,
-            intervals_per_step=ns.intervals_per_step,
-            failure_limit=ns.failure_limit,
-            on_inconclusive=InconclusivePolicy.parse(ns.on_inconclusive),
-            max_inconclusive=ns.max_inconclusive,
-            ready_timeout_s=ns.ready_timeout,
-            warmup_s=ns.warmup,
-            bake_s=ns.bake,
-            lease_ttl_s=ns.lease_ttl if ns.lease_ttl is not None else max(120.0, 2 * ns.interval),
-            quality_probe=not ns.no_quality,
-            analysis_policy=_policy(ns),
-        )
-        strategy.validate()
-    except StrategyError as exc:
-        raise CliError(str(exc)) from exc
-    return strategy
-
-
-def _metrics(ns: argparse.Namespace):
-    from pipelines.cli import CliError
-    from serving.metrics.factory import make_provider
-
-    if ns.backend == "kserve" and ns.metrics == "scrape":
-        raise CliError(
-            "--metrics scrape reads the model servers directly, which a cluster's pods do not expose to "
-            "this machine; use --metrics prometheus --prometheus-url http://<prometheus>:9090 with --backend kserve"
-        )
-    if ns.metrics == "prometheus" and not ns.prometheus_url:
-        raise CliError("--metrics prometheus needs --prometheus-url, e.g. http://prometheus.monitoring:9090")
-    try:
-        return make_provider(ns.metrics, **({"url": ns.prometheus_url} if ns.metrics == "prometheus" else {}))
-    except ValueError as exc:
-        raise CliError(f"--metrics: {exc}") from exc
-
-
 def run(args: argparse.Namespace) -> int:
     from model_registry import RegistryError
     from pipelines import promote as lib
     from pipelines.cli import CliError
-    from pipelines.commands.rollout import _backend, _golden, _start_load
+    from pipelines.commands.rollout import _backend, _golden, _start_load, build_metrics, build_strategy
     from serving.backends.base import BackendError
     from serving.isvc import IsvcError
     from serving.rollout.controller import RolloutError
@@ -128,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except (IsvcError, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    strategy = _strategy(ns)
+    strategy = build_strategy(ns)
     backend = _backend(ns)
 
     if args.dry_run:
@@ -151,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                     f"```\n{lib.plan_text(target, spec, strategy)}\n```\n\n```diff\n{change.diff}```\n")
         return 0
 
-    metrics = _metrics(ns)
+    metrics = build_metrics(ns)
     model_name = ns.model_name or ns.name
     prompts = _golden(ns)
     quality = None

@@ -110,12 +110,10 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.cli import CliError
     from serving.backends.base import BackendError
     from serving.isvc import DeploymentMode, IsvcError, PredictorSpec, ServiceSpec
-    from serving.metrics.factory import make_provider
     from serving.rollout.controller import RolloutController, RolloutError
     from serving.rollout.hooks import MlflowHooks, NoopHooks
     from serving.rollout.report import report_writer
     from serving.rollout.runner import print_progress, run_rollout
-    from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy, StrategyError, parse_steps
 
     storage_uri = args.storage_uri
     if storage_uri and args.backend == "local" and "://" not in storage_uri:
@@ -131,36 +129,11 @@ def run(args: argparse.Namespace) -> int:
             deployment_mode=DeploymentMode.parse(args.deployment_mode),
         )
         service.validate()
-        strategy = RolloutStrategy(
-            steps=parse_steps(args.steps),
-            interval_s=args.interval,
-            intervals_per_step=args.intervals_per_step,
-            failure_limit=args.failure_limit,
-            on_inconclusive=InconclusivePolicy.parse(args.on_inconclusive),
-            max_inconclusive=args.max_inconclusive,
-            ready_timeout_s=args.ready_timeout,
-            warmup_s=args.warmup,
-            bake_s=args.bake,
-            lease_ttl_s=args.lease_ttl if args.lease_ttl is not None else max(120.0, 2 * args.interval),
-            quality_probe=not args.no_quality,
-            analysis_policy=_policy(args),
-        )
-        strategy.validate()
-    except (IsvcError, StrategyError) as exc:
+    except IsvcError as exc:
         raise CliError(str(exc)) from exc
+    strategy = build_strategy(args)
 
-    if args.backend == "kserve" and args.metrics == "scrape":
-        raise CliError(
-            "--metrics scrape reads the model servers directly, which a cluster's pods do not expose to "
-            "this machine; use --metrics prometheus --prometheus-url http://<prometheus>:9090 with --backend kserve"
-        )
-    if args.metrics == "prometheus" and not args.prometheus_url:
-        raise CliError("--metrics prometheus needs --prometheus-url, e.g. http://prometheus.monitoring:9090")
-    metrics_opts = {"url": args.prometheus_url} if args.metrics == "prometheus" else {}
-    try:
-        metrics = make_provider(args.metrics, **metrics_opts)
-    except ValueError as exc:
-        raise CliError(f"--metrics: {exc}") from exc
+    metrics = build_metrics(args)
     model_name = args.model_name or args.name
     prompts = _golden(args)
     quality = None
@@ -194,6 +167,50 @@ def run(args: argparse.Namespace) -> int:
             load.stop()
     _summary(result, args)
     return result.exit_code
+
+
+def build_strategy(args: argparse.Namespace):
+    """The :class:`RolloutStrategy` the plan flags describe (shared with ``llmops promote``)."""
+    from pipelines.cli import CliError
+    from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy, StrategyError, parse_steps
+
+    try:
+        strategy = RolloutStrategy(
+            steps=parse_steps(args.steps),
+            interval_s=args.interval,
+            intervals_per_step=args.intervals_per_step,
+            failure_limit=args.failure_limit,
+            on_inconclusive=InconclusivePolicy.parse(args.on_inconclusive),
+            max_inconclusive=args.max_inconclusive,
+            ready_timeout_s=args.ready_timeout,
+            warmup_s=args.warmup,
+            bake_s=args.bake,
+            lease_ttl_s=args.lease_ttl if args.lease_ttl is not None else max(120.0, 2 * args.interval),
+            quality_probe=not args.no_quality,
+            analysis_policy=_policy(args),
+        )
+        strategy.validate()
+    except StrategyError as exc:
+        raise CliError(str(exc)) from exc
+    return strategy
+
+
+def build_metrics(args: argparse.Namespace):
+    """The metrics provider the analysis flags describe (shared with ``llmops promote``)."""
+    from pipelines.cli import CliError
+    from serving.metrics.factory import make_provider
+
+    if args.backend == "kserve" and args.metrics == "scrape":
+        raise CliError(
+            "--metrics scrape reads the model servers directly, which a cluster's pods do not expose to "
+            "this machine; use --metrics prometheus --prometheus-url http://<prometheus>:9090 with --backend kserve"
+        )
+    if args.metrics == "prometheus" and not args.prometheus_url:
+        raise CliError("--metrics prometheus needs --prometheus-url, e.g. http://prometheus.monitoring:9090")
+    try:
+        return make_provider(args.metrics, **({"url": args.prometheus_url} if args.metrics == "prometheus" else {}))
+    except ValueError as exc:
+        raise CliError(f"--metrics: {exc}") from exc
 
 
 def _golden(args):

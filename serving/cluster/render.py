@@ -31,7 +31,7 @@ import argparse
 import copy
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

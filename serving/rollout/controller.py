@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from serving.backends.base import BackendError, Conflict, NotFound, PredictorStatus, ServingBackend
@@ -667,7 +667,27 @@ class RolloutController:
 
     # ------------------------------------------------------------------ hooks
 
+    def _first_deployment_pending(self, obj: dict, state: RolloutState, now: float) -> StepOutcome | None:
+        """A first deployment is promoted once it serves: wait for Ready, fail on a failed revision."""
+        if state.previous_version or "promote" not in state.hooks_pending:
+            return None
+        status = PredictorStatus.from_isvc(obj)
+        if status.ready:
+            return None
+        failed = [c for c in status.conditions if c.get("type") in ("Ready", "PredictorReady") and c.get("status") == "False"]
+        waited = now - state.started
+        if failed or waited > self.strategy.ready_timeout_s:
+            why = status.reason or f"not ready after {waited:.0f}s"
+            return StepOutcome(state.phase.value, "failed", 0, f"v{state.target_version} did not become ready: {why}",
+                               done=True, result="error", next_check_s=0.0)
+        self._renew_if_needed(obj, now)
+        return StepOutcome(state.phase.value, "waiting", 0, f"waiting for v{state.target_version} to become ready",
+                           next_check_s=1.0)
+
     def _run_hooks(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+        pending = self._first_deployment_pending(obj, state, now)
+        if pending is not None:
+            return pending
         report_url = None
         if self.report_writer is not None:
             try:

@@ -32,7 +32,7 @@ from components.build_image.image import (
 from components.build_image.layers import Layer, LayerSet, build_layers, scan_folder
 from components.build_image.layout import LayoutWriter
 from components.build_image.reference import ImageRef, LayoutRef, parse_image_ref, parse_target
-from components.build_image.registry import DOCKER_MANIFEST, OCI_MANIFEST, RegistryClient, sha256_digest
+from components.build_image.registry import OCI_MANIFEST, RegistryClient, sha256_digest
 from components.build_image.spec import BuildEvent, BuildResult, BuildSpec, LayerReport
 
 log = logging.getLogger(__name__)

@@ -39,9 +39,9 @@ def test_committed_package_is_current(fresh):
 
 def test_stale_check_fails_when_the_pipeline_changes(fresh):
     text = fresh.read_text(encoding="utf-8")
-    changed = text.replace("defaultValue: 400.0", "defaultValue: 500.0", 1)  # finetune_steps default edited
+    changed = text.replace("Optimizer steps of the fine-tune.", "Optimizer steps (edited).", 1)  # a description edited
     assert changed != text
-    with pytest.raises(AssertionError, match=r"stale: run `llmops compile`(?s:.*)-\s+defaultValue: 400.0"):
+    with pytest.raises(AssertionError, match=r"stale: run `llmops compile`(?s:.*)-\s+description: Optimizer steps of the fine-tune"):
         assert_fresh(text, changed)
 
 
@@ -52,7 +52,9 @@ def test_package_loads_back_with_parameters_and_descriptions(fresh):
 
     signature = inspect.signature(llm_release.pipeline_func)
     assert set(component.component_spec.inputs) == set(signature.parameters)
-    assert component.component_spec.inputs["finetune_steps"].default == 400
+    from pipelines.params import ReleaseParams
+
+    assert component.component_spec.inputs["finetune_steps"].default == ReleaseParams().finetune_steps
     ir = next(yaml.safe_load_all(fresh.read_text(encoding="utf-8")))
     params = ir["root"]["inputDefinitions"]["parameters"]
     missing = sorted(name for name, p in params.items() if not p.get("description"))

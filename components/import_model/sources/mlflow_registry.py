@@ -35,7 +35,7 @@ class MlflowRegistrySource(ModelSource):
         from mlflow.tracking import MlflowClient
 
         name, version, alias = parse_models_uri(uri)
-        client = MlflowClient(tracking_uri=options.mlflow_tracking_uri)
+        client = MlflowClient(tracking_uri=options.mlflow_tracking_uri, registry_uri=options.mlflow_tracking_uri)
         try:
             mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
         except MlflowException as exc:

@@ -128,7 +128,7 @@ def test_mlflow_registry_source(tiny_model, tmp_path):
         exp = mlflow.create_experiment("imports", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=exp) as run:
             mlflow.log_artifacts(str(tiny_model), artifact_path="model")
-        client = MlflowClient(tracking_uri=uri)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         client.create_registered_model("tiny")
         mv = client.create_model_version("tiny", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
         client.set_registered_model_alias("tiny", "champion", mv.version)

@@ -17,9 +17,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipelines.local_run import run_release
-from pipelines.local_services import stop_local_registry
-from pipelines.params import ReleaseParams
+# the repo before this folder: benchmarks/serving.py would shadow the serving package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.local_run import run_release  # noqa: E402
+from pipelines.local_services import stop_local_registry  # noqa: E402
+from pipelines.params import ReleaseParams  # noqa: E402
 
 
 def main() -> None:
@@ -28,7 +31,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=5.0, help="canary analysis interval in seconds")
     ap.add_argument("--keep", action="store_true", help="leave the local service running")
     args = ap.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO)  # kfp.local reports task starts, finishes and cache hits at INFO
     state = Path(tempfile.mkdtemp(prefix="llmops-bench-")) / ".llmops"
     params = ReleaseParams(finetune_steps=args.steps, analysis_interval_s=args.interval)
     results = []

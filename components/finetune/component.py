@@ -39,6 +39,7 @@ def finetune(
         shutil.copytree(base_model.path, tuned_model.path, dirs_exist_ok=True)
         tuned_model.metadata.update({"method": "none", "steps": 0, "base_model": base_model.uri})
         metrics.log_metric("steps", 0.0)
+        Path(metrics.path).write_text(json.dumps(metrics.metadata))
         Path(loss_curve.path).write_text("<html><body><h3>fine-tune skipped (finetune=false)</h3></body></html>")
         print("fine-tune skipped: the base model is the candidate")
         return 0.0
@@ -58,4 +59,6 @@ def finetune(
         f"<html><body><h3>{result.method} fine-tune: {result.steps} steps, final loss {result.final_loss:.4f}</h3>"
         f'<img alt="loss curve" src="data:image/png;base64,{png}"/></body></html>'
     )
+    # Metrics live in the artifact's metadata; a file at its path lets kfp.local's cache reuse this step
+    Path(metrics.path).write_text(json.dumps(metrics.metadata))
     return float(result.final_loss)

@@ -65,4 +65,5 @@ def rollout(
     if outcome is None:
         raise SystemExit(f"rollout of {model_name} v{model_version} failed with exit code {code}; see the log above")
     metrics.log_metric("promoted", 1.0 if outcome == "promoted" else 0.0)
+    Path(metrics.path).write_text(json.dumps(metrics.metadata))
     return outcome

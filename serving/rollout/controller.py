@@ -26,6 +26,7 @@ Errors::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -617,7 +618,7 @@ class RolloutController:
             baseline_used = True
         quality, quality_error = None, None
         if self.quality is not None and self.strategy.quality_probe and not bake and provider_error is None:
-            quality, quality_error = self._probe_quality()
+            quality, quality_error = self._probe_quality(state, weight)
         result = analyse(canary_m, stable_m, policy, quality=quality, provider_error=provider_error, quality_error=quality_error)
         record = {
             "step": state.step_index,
@@ -653,17 +654,28 @@ class RolloutController:
                 urls = ()
         return MetricsTarget(model_name=self.model_name, model_version=version, urls=urls, namespace=self.namespace)
 
-    def _probe_quality(self):
+    def _probe_quality(self, state: RolloutState, weight: int):
         try:
             eps = self.backend.endpoints(self.name, self.namespace)
         except BackendError as exc:
             return None, f"endpoints unavailable: {exc}"
-        if not (eps.latest_url and eps.prev_url):
+        if not eps.latest_url:
             return None, None  # no tag routing: latency/error analysis only
+        # At 100% the stable revision takes no traffic and need not keep its `prev` route:
+        # probe the canary alone and compare with the stable score of the last interval.
+        if weight >= 100:
+            baseline, stable_url = _last_stable_quality(state), None
+        else:
+            baseline, stable_url = None, eps.prev_url
+            if not stable_url:
+                return None, None
         try:
-            return self.quality(eps.latest_url, eps.prev_url), None
+            result = self.quality(eps.latest_url, stable_url)
         except Exception as exc:  # QualityProbeError and transport errors are measurements, not crashes
             return None, str(exc)
+        if baseline is not None:
+            result = dataclasses.replace(result, stable_score=baseline)
+        return result, None
 
     # ------------------------------------------------------------------ hooks
 
@@ -743,6 +755,15 @@ def _condition_reason(status: dict) -> str | None:
     for cond in status.get("conditions") or ():
         if cond.get("status") == "False":
             return cond.get("message") or cond.get("reason")
+    return None
+
+
+def _last_stable_quality(state: RolloutState) -> float | None:
+    """The stable revision's golden-prompt score from the latest interval that measured it."""
+    for record in reversed(state.intervals):
+        score = (record.get("quality") or {}).get("stable_score")
+        if score is not None:
+            return float(score)
     return None
 
 

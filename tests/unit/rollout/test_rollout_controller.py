@@ -442,3 +442,41 @@ def test_warmup_delays_the_first_interval(backend, metrics, hooks):
     assert out.message.endswith("analysis interval started")
     state = RolloutState.from_obj(backend.get(NAME, NS))
     assert state.interval_start == T0 + 16
+
+
+# ------------------------------------------------------------ quality probe
+
+
+def test_quality_at_full_traffic_probes_the_canary_alone_against_the_last_stable_score(backend, metrics, hooks):
+    """At 100% the stable revision need not keep a route: its score comes from the previous interval."""
+    from serving.rollout.quality import QualityResult
+
+    calls = []
+
+    def prober(canary_url, stable_url):
+        calls.append((canary_url, stable_url))
+        return QualityResult(canary_score=0.8, stable_score=None if stable_url is None else 0.9, n=10, failures=[])
+
+    ctrl = RolloutController(backend, service("2"), strategy(steps=(50, 100)), metrics, hooks=hooks, holder="q",
+                             quality=prober)
+    trace, _ = drive(ctrl, backend)
+    assert trace[-1][0].result == "promoted"
+    assert [stable is None for _, stable in calls] == [False, True]
+    state = RolloutState.from_obj(backend.get(NAME, NS))
+    assert [i["quality"]["stable_score"] for i in state.intervals] == [0.9, 0.9]
+
+
+def test_quality_drop_at_full_traffic_still_rolls_back(backend, metrics, hooks):
+    from serving.rollout.quality import QualityResult
+
+    scores = iter([0.9, 0.2])  # fine at 50%, much worse once it takes all traffic
+
+    def prober(canary_url, stable_url):
+        return QualityResult(canary_score=next(scores), stable_score=None if stable_url is None else 0.9, n=10,
+                             failures=[])
+
+    ctrl = RolloutController(backend, service("2"), strategy(steps=(50, 100)), metrics, hooks=hooks, holder="q",
+                             quality=prober)
+    trace, _ = drive(ctrl, backend)
+    assert trace[-1][0].result == "rolled_back"
+    assert served_version(backend) == "1"

@@ -59,7 +59,9 @@ class ReleaseParams:
         if not self.base_model or not re.match(r"^([a-z0-9]+:/{1,2}|/|\.|~|[\w.-]+(/|$))", self.base_model):
             raise ParamError(f"base_model={self.base_model!r}: use one of {', '.join(MODEL_SCHEMES)}")
         scheme = self.base_model.split(":", 1)[0] + ":" if ":" in self.base_model else ""
-        if scheme and scheme not in ("bootstrap:", "hf:", "s3:", "gs:", "models:", "file:"):
+        from components.import_model.sources.base import Scheme
+
+        if scheme and scheme not in {f"{known.value}:" for known in Scheme}:
             raise ParamError(
                 f"base_model={self.base_model!r}: unknown scheme {scheme!r}; known: {', '.join(MODEL_SCHEMES)}"
             )

@@ -169,7 +169,7 @@ def plan_change(backend: ServingBackend, spec: ServiceSpec, strategy: RolloutStr
     Reads the backend only. The rollout also records its state in ``llmops.io/rollout-*``
     annotations, which are left out of the diff.
     """
-    from serving.rollout.controller import _canary_entry, _strip_canary
+    from serving.rollout.controller import canary_entry, strip_canary
 
     try:
         current = backend.get(spec.name, spec.namespace)
@@ -185,8 +185,8 @@ def plan_change(backend: ServingBackend, spec: ServiceSpec, strategy: RolloutStr
     if mode is DeploymentMode.SERVERLESS:
         after["spec"]["predictor"] = render_isvc(spec, canary_traffic_percent=weight)["spec"]["predictor"]
     else:
-        after["spec"]["predictor"] = _strip_canary(after["spec"].get("predictor") or {})
-        after["spec"]["canary"] = [_canary_entry(render_predictor(spec.predictor), weight)]
+        after["spec"]["predictor"] = strip_canary(after["spec"].get("predictor") or {})
+        after["spec"]["canary"] = [canary_entry(render_predictor(spec.predictor), weight)]
     where = f"inferenceservice/{spec.namespace}/{spec.name}"
     diff = "".join(difflib.unified_diff(
         _dump(before).splitlines(keepends=True), _dump(after).splitlines(keepends=True),

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 from pathlib import Path
 
 # rollout flags promote sets itself (from the registry) or redefines
@@ -66,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from model_registry import RegistryError
     from pipelines import promote as lib
     from pipelines.cli import CliError
-    from pipelines.commands.rollout import _backend, _golden, _start_load, build_metrics, build_strategy
+    from pipelines.commands.rollout import (
+        build_backend, build_metrics, build_quality, build_strategy, default_holder, golden_prompts, start_load,
+    )
     from serving.backends.base import BackendError
     from serving.isvc import IsvcError
     from serving.rollout.controller import RolloutError
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except (IsvcError, ValueError) as exc:
         raise CliError(str(exc)) from exc
     strategy = build_strategy(ns)
-    backend = _backend(ns)
+    backend = build_backend(ns)
 
     if args.dry_run:
         try:
@@ -110,16 +110,11 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = build_metrics(ns)
     model_name = ns.model_name or ns.name
-    prompts = _golden(ns)
-    quality = None
-    if not ns.no_quality:
-        from serving.rollout.quality import probe
+    prompts = golden_prompts(ns)
+    quality = build_quality(ns, prompts, model_name)
 
-        def quality(canary_url: str, stable_url: str):
-            return probe(canary_url, stable_url, prompts, model=model_name)
-
-    load = _start_load(backend, ns, model_name, prompts) if ns.load_rps > 0 else None
-    holder = ns.holder or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+    load = start_load(backend, ns, model_name, prompts) if ns.load_rps > 0 else None
+    holder = ns.holder or default_holder()
     try:
         result = lib.promote(
             target, backend, spec, strategy, metrics, quality=quality,

@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _backend(args):
+def build_backend(args):
+    """The serving backend the `where` flags name (shared with ``llmops promote``)."""
     from pipelines.cli import CliError
     from serving.backends.base import BackendError
     from serving.backends.factory import make_backend
@@ -135,18 +136,12 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = build_metrics(args)
     model_name = args.model_name or args.name
-    prompts = _golden(args)
-    quality = None
-    if not args.no_quality:
-        from serving.rollout.quality import probe
-
-        def quality(canary_url: str, stable_url: str):
-            return probe(canary_url, stable_url, prompts, model=model_name)
-
+    prompts = golden_prompts(args)
+    quality = build_quality(args, prompts, model_name)
     hooks = MlflowHooks(args.registry_model, args.tracking_uri) if args.registry_model else NoopHooks()
     report_dir = args.report_dir or Path("rollout-reports") / f"{args.name}-v{args.model_version}"
-    holder = args.holder or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-    backend = _backend(args)
+    holder = args.holder or default_holder()
+    backend = build_backend(args)
     try:
         controller = RolloutController(
             backend, service, strategy, metrics, quality=quality, hooks=hooks, holder=holder,
@@ -157,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
 
     load = None
     if args.load_rps > 0:
-        load = _start_load(backend, args, model_name, prompts)
+        load = start_load(backend, args, model_name, prompts)
     try:
         result = run_rollout(controller, report_dir=report_dir, max_duration_s=args.timeout, on_outcome=print_progress())
     except (RolloutError, BackendError, IsvcError) as exc:
@@ -213,7 +208,25 @@ def build_metrics(args: argparse.Namespace):
         raise CliError(f"--metrics: {exc}") from exc
 
 
-def _golden(args):
+def build_quality(args, prompts, model_name: str):
+    """The golden-prompt prober ``(canary_url, stable_url) -> QualityResult``, or None with --no-quality."""
+    if args.no_quality:
+        return None
+    from serving.rollout.quality import probe
+
+    def quality(canary_url: str, stable_url: str | None):
+        return probe(canary_url, stable_url, prompts, model=model_name)
+
+    return quality
+
+
+def default_holder() -> str:
+    """A lease holder id unique to this process: host-pid-random."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+
+
+def golden_prompts(args):
+    """The golden prompts of the quality probe: --golden-set, or the generated task test split."""
     from pipelines.cli import CliError
     from serving.rollout.quality import GoldenSetError, default_golden_set, load_golden_set
 
@@ -225,7 +238,8 @@ def _golden(args):
         raise CliError(f"--golden-set: {exc}") from exc
 
 
-def _start_load(backend, args, model_name, prompts):
+def start_load(backend, args, model_name, prompts):
+    """Start the load generator on the service address; None for a first deployment."""
     from pipelines.cli import CliError
     from serving.backends.base import BackendError, NotFound
     from serving.rollout.loadgen import LoadGenerator

@@ -99,7 +99,7 @@ def predictor_version(predictor: dict[str, Any]) -> str:
     return ""
 
 
-def _canary_entry(predictor: dict[str, Any], weight: int) -> dict[str, Any]:
+def canary_entry(predictor: dict[str, Any], weight: int) -> dict[str, Any]:
     """A ``spec.canary[]`` entry (Standard mode); the CRD requires a container name there."""
     pred = copy.deepcopy(predictor)
     if "model" in pred:
@@ -107,7 +107,7 @@ def _canary_entry(predictor: dict[str, Any], weight: int) -> dict[str, Any]:
     return {"predictor": pred, "trafficPercent": weight}
 
 
-def _strip_canary(predictor: dict[str, Any]) -> dict[str, Any]:
+def strip_canary(predictor: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(predictor)
     out.pop("canaryTrafficPercent", None)
     return out
@@ -299,7 +299,7 @@ class RolloutController:
     def _start(self, obj: dict, now: float) -> StepOutcome:
         mode = self._mode(obj)
         spec = obj.get("spec") or {}
-        current = _strip_canary(spec.get("predictor") or {})
+        current = strip_canary(spec.get("predictor") or {})
         try:
             new_pred = render_predictor(self.service.predictor)
         except IsvcError as exc:
@@ -350,7 +350,7 @@ class RolloutController:
             body["spec"]["predictor"] = dict(new_pred, canaryTrafficPercent=weight)
         else:
             body["spec"]["predictor"] = current
-            body["spec"]["canary"] = [_canary_entry(new_pred, weight)]
+            body["spec"]["canary"] = [canary_entry(new_pred, weight)]
         self._rollout_id = state.rollout_id
         written = self._write(body, state, now)
         self._event(written, "RolloutStarted", f"canary v{self.target_version} at {weight}% (stable v{prev_version or '?'})")
@@ -474,7 +474,7 @@ class RolloutController:
         state = state.evolve(step_index=index, step_started=now, interval_start=None, successes=0)
         body = copy.deepcopy(obj)
         if state.mode == DeploymentMode.STANDARD.value:
-            body["spec"]["canary"] = [_canary_entry(state.new_predictor, weight)]
+            body["spec"]["canary"] = [canary_entry(state.new_predictor, weight)]
         else:
             body["spec"]["predictor"] = dict(state.new_predictor, canaryTrafficPercent=weight)
         written = self._write(body, state, now)

@@ -217,6 +217,15 @@ def _sse(obj: BaseModel | dict) -> str:
     return f"data: {data}\n\n"
 
 
+async def _collect(model: LLMModel, handle, deadline):
+    """A non-streamed request: wait for its events and join their text; returns (text, last event)."""
+    parts, ev = [], None
+    while ev is None or ev.finish_reason is None:
+        ev = await model.next_event(handle, deadline)
+        parts.append(ev.text)
+    return "".join(parts), ev
+
+
 def build_router(model: LLMModel) -> APIRouter:
     """The OpenAI routes for one served model.
 
@@ -304,10 +313,7 @@ def build_router(model: LLMModel) -> APIRouter:
 
             return StreamingResponse(stream(), media_type="text/event-stream")
         try:
-            parts, ev = [], None
-            while ev is None or ev.finish_reason is None:
-                ev = await model.next_event(handle, deadline)
-                parts.append(ev.text)
+            text, ev = await _collect(model, handle, deadline)
         except ServingError as exc:
             return error_response(exc)
         finish = ev.finish_reason if ev.finish_reason in (FINISH_STOP, FINISH_LENGTH) else "stop"
@@ -316,7 +322,7 @@ def build_router(model: LLMModel) -> APIRouter:
             object="text_completion",
             created=created,
             model=model.name,
-            choices=[CompletionChoice(index=0, text="".join(parts), finish_reason=finish, logprobs=None)],  # type: ignore[arg-type]
+            choices=[CompletionChoice(index=0, text=text, finish_reason=finish, logprobs=None)],  # type: ignore[arg-type]
             usage=usage(ev.prompt_tokens, ev.completion_tokens),
         )
         return JSONResponse(_dump(out))
@@ -391,10 +397,7 @@ def build_router(model: LLMModel) -> APIRouter:
 
             return StreamingResponse(stream(), media_type="text/event-stream")
         try:
-            parts, ev = [], None
-            while ev is None or ev.finish_reason is None:
-                ev = await model.next_event(handle, deadline)
-                parts.append(ev.text)
+            text, ev = await _collect(model, handle, deadline)
         except ServingError as exc:
             return error_response(exc)
         out = ChatCompletion(
@@ -405,7 +408,7 @@ def build_router(model: LLMModel) -> APIRouter:
             choices=[
                 ChatChoice(
                     index=0,
-                    message=ChatCompletionMessage(role="assistant", content="".join(parts)),
+                    message=ChatCompletionMessage(role="assistant", content=text),
                     finish_reason=ev.finish_reason,  # type: ignore[arg-type]
                 )
             ],

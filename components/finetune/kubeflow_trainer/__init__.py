@@ -1,0 +1,1 @@
+"""Kubeflow Trainer v2 data used as-is: the TrainJob CRD and the stock ``torch-distributed`` ClusterTrainingRuntime."""

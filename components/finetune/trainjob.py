@@ -125,7 +125,10 @@ class TrainJobOptions:
             raise bad("poll_interval_s" if self.poll_interval_s <= 0 else "timeout_s", "must be positive seconds")
         if self.pvc_name and "://" in self.storage_uri:
             raise bad("pvc_name", "a PVC is mounted at a path; give storage_uri as that path, not a URI")
-        Strategy.parse(self.strategy)
+        try:
+            Strategy.parse(self.strategy)
+        except FinetuneError as exc:
+            raise bad("strategy", str(exc)) from None
         return self
 
     @property

@@ -42,6 +42,8 @@ def llm_release(
     finetune: bool = True,
     finetune_method: str = "full",
     finetune_steps: int = 600,
+    finetune_trainer: str = "pod",
+    finetune_trainjob: str = "{}",
     learning_rate: float = 2e-3,
     batch_size: int = 32,
     seed: int = 0,
@@ -72,6 +74,8 @@ def llm_release(
         finetune: Fine-tune the base model; false makes the base model the candidate.
         finetune_method: full (all weights) or lora (peft adapters, merged for serving).
         finetune_steps: Optimizer steps of the fine-tune.
+        finetune_trainer: pod (train in the step's pod, one device) or trainjob (a Kubeflow Trainer TrainJob, torchrun over nodes).
+        finetune_trainjob: trainjob only: JSON of TrainJobOptions, e.g. {"storage_uri": "s3://bucket/ft", "num_nodes": 2, "procs_per_node": 4, "gpus_per_node": 4}.
         learning_rate: Peak learning rate of the fine-tune.
         batch_size: Examples per optimizer step.
         seed: Seed for data order and initialisation (same seed, same model).
@@ -104,6 +108,8 @@ def llm_release(
         method=finetune_method,
         max_steps=finetune_steps,
         enabled=finetune,
+        trainer=finetune_trainer,
+        trainjob_json=finetune_trainjob,
         config_json=f'{{"learning_rate": {learning_rate}, "batch_size": {batch_size}, "seed": {seed}}}',
     ).set_display_name("fine-tune")
     tuned.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)

@@ -168,3 +168,21 @@ def test_pipeline_step_trains_on_a_trainjob_and_the_next_step_uses_its_model(tmp
     text = logs.out + logs.err
     assert "trainjob: step 8/8 loss" in text and f"trainjob: {key} complete" in text
 
+
+
+def test_retried_step_attaches_to_its_running_trainjob_and_replaces_a_failed_one():
+    opts = TrainJobOptions(storage_uri="/mnt/llmops", namespace=NS)
+    obj = render_trainjob("llmops-ft-retry", opts, model_uri="/mnt/llmops/m", data_uri="/mnt/llmops/d.jsonl",
+                          out_uri="/mnt/llmops/o", checkpoint_uri="/mnt/llmops/c", config=FinetuneConfig())
+    with TrainerEmulator(namespace=NS) as kube:  # no controller: the job stays as written
+        client = TrainJobClient(_api(kube))
+        first = client.submit(obj)
+        again = client.submit(obj)  # the retried step: same inputs, same name
+        assert again["metadata"]["uid"] == first["metadata"]["uid"]
+        kube.custom_api().patch_namespaced_custom_object_status(
+            "trainer.kubeflow.org", "v1alpha1", NS, "trainjobs", "llmops-ft-retry",
+            {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "x",
+                                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+        replaced = client.submit(obj)
+        assert replaced["metadata"]["uid"] != first["metadata"]["uid"] and not replaced.get("status")
+        assert kube.calls.count(("delete", "trainjobs")) == 1

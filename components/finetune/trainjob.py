@@ -284,6 +284,8 @@ class ProgressReader:
         except (OSError, FinetuneError) as exc:
             log.debug("progress not readable yet: %s", exc)
             return []
+        if len(lines) < self.seen:  # a restarted job began a new file
+            self.seen = 0
         fresh = []
         for line in lines[self.seen:]:
             try:

@@ -421,6 +421,9 @@ def run_on_trainjob(model_dir: str | Path, train_file: str | Path, work_dir: str
     config.validate()
     options.validate()
     DistContext(world_size=options.world_size).validate(config.batch_size)
+    if Strategy.parse(options.strategy) is Strategy.FSDP and options.world_size > 1 and config.checkpoint_every:
+        raise TrainJobError("strategy fsdp writes no checkpoints yet: set checkpoint_every=0 in the fine-tune "
+                            "config, or use strategy ddp")
     model_dir, train_file, work_dir = Path(model_dir), Path(train_file), Path(work_dir)
     if not (model_dir / "config.json").exists():
         raise FinetuneError(f"{model_dir} is not a model folder (no config.json); import the model first")

@@ -186,3 +186,9 @@ def test_retried_step_attaches_to_its_running_trainjob_and_replaces_a_failed_one
         replaced = client.submit(obj)
         assert replaced["metadata"]["uid"] != first["metadata"]["uid"] and not replaced.get("status")
         assert kube.calls.count(("delete", "trainjobs")) == 1
+
+
+def test_fsdp_with_checkpoints_is_refused_before_submitting(micro_model, small_data, tmp_path):
+    with pytest.raises(TrainJobError, match=r"strategy fsdp writes no checkpoints yet: set checkpoint_every=0"):
+        run_on_trainjob(micro_model, small_data["train"], tmp_path, FinetuneConfig(batch_size=8),
+                        _options(tmp_path, strategy="fsdp"), client=object())

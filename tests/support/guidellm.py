@@ -30,7 +30,7 @@ class GuideLLMRun:
     model: str
     tokenizer: Path  # a local tokenizer folder (no hub access)
     concurrencies: tuple[int, ...] = (4,)
-    requests: int = 16  # per concurrency level
+    requests: int | tuple[int, ...] = 16  # per concurrency level (one count, or one per level)
     prompt_tokens: int = 32
     output_tokens: int = 16
     stream: bool = True
@@ -43,19 +43,26 @@ class GuideLLMRun:
         """Raises ValueError for a shape GuideLLM would reject."""
         if not self.concurrencies or min(self.concurrencies) < 1:
             raise ValueError(f"concurrencies must be >= 1, got {self.concurrencies}")
-        if self.requests < 1 or self.prompt_tokens < 1 or self.output_tokens < 1:
+        counts = self.requests if isinstance(self.requests, tuple) else (self.requests,)
+        if isinstance(self.requests, tuple) and len(counts) != len(self.concurrencies):
+            raise ValueError(f"requests: one count per concurrency level, got {counts} for {self.concurrencies}")
+        if min(counts) < 1 or self.prompt_tokens < 1 or self.output_tokens < 1:
             raise ValueError("requests, prompt_tokens and output_tokens must be >= 1")
         return self
 
     def argv(self, out_json: Path) -> list[str]:
         """The ``guidellm run`` command line."""
         first = self.concurrencies[0]
+        if isinstance(self.requests, tuple):  # GuideLLM indexes a list of counts by sub-benchmark
+            count = ",".join(f"count[{i}]={n}" for i, n in enumerate(self.requests))
+        else:
+            count = f"count={self.requests}"
         argv = [
             str(GUIDELLM), "run",
             "--backend", f"kind=openai_http,target={self.target},model={self.model},"
             f"request_format={self.request_format},stream={str(self.stream).lower()}",
             "--profile", f"kind=concurrent,streams={first}",
-            "--constraint", f"kind=max_requests,count={self.requests}",
+            "--constraint", f"kind=max_requests,{count}",
             "--data", f"kind=synthetic_text,prompt_tokens={self.prompt_tokens},output_tokens={self.output_tokens}",
             "--tokenizer", f"kind=huggingface_auto,model={self.tokenizer}",
             "--output", f"kind=json,path={out_json}",

@@ -1,25 +1,30 @@
-"""Serving benchmark: in-process ``model.generate`` vs our model server, same model, one run.
+"""Serving benchmark in the field's terms, GuideLLM as the load client, ratios to in-process ``generate``.
 
-    python benchmarks/serving.py [--model_dir DIR] [--max_tokens 64] [--threads 1]
+    python benchmarks/serving.py [--model_dir DIR] [--threads 1] [--concurrency 1,4,16,64]
+                                 [--prompt_tokens 32] [--output_tokens 64] [--out results.json]
 
-Measures, side by side:
-  * in-process ``model.generate`` (greedy, eos suppressed via min_new_tokens) at batch 1 and batch 16;
-  * ``python -m serving`` on loopback at concurrency 1, 4 and 16, each both streamed (SSE, gives
-    TTFT) and non-streamed, with ``ignore_eos`` so every request generates exactly --max_tokens.
-Slices of each setup are interleaved in time so the drifting load of a shared CPU hits all alike.
-Reports requests/s, generated tokens/s, p50/p95 latency and TTFT, and the two target ratios:
-  * server tokens/s at concurrency 16 >= 80% of in-process batch-16 tokens/s;
-  * server p50 latency at concurrency 1 within 15% of in-process batch-1 latency.
-Numbers on a shared CPU are noisy: compare ratios from one run, not absolute figures.
+One run measures, side by side:
+  * in-process ``model.generate`` (greedy, exactly --output_tokens via min_new_tokens) at batch B for each
+    concurrency B: end-to-end latency, time to first token (a 1-token generate of the same batch), time per
+    output token, output tokens/s; run before and after the server runs and averaged (drift on a shared CPU);
+  * ``python -m serving`` at the same torch thread count, loaded by GuideLLM (``guidellm run``, its own venv,
+    ``/v1/completions``, synthetic prompts of --prompt_tokens, ``ignore_eos`` so each answer has
+    --output_tokens) at concurrency 1, 4, 16 and 64, streamed and non-streamed: TTFT, ITL, TPOT,
+    end-to-end latency p50/p99, output tokens/s, and goodput under the SLO (--slo_ttft_ms, --slo_itl_ms;
+    GuideLLM's ``slo_attainment``: share of requests meeting both; non-streamed requests have no TTFT of
+    their own, so GuideLLM leaves them undetermined).
+Reported ratios: server output tokens/s / in-process tokens/s at the same concurrency (target >= 0.90 at
+16), and server p50 latency / in-process batch-1 latency at concurrency 1 (target <= 1.10). Greedy output
+batched vs alone is checked by tests/unit/serving_runtime/test_runtime_engine.py (0 mismatches).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,178 +32,117 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+def in_process(model_dir: Path, batches: list[int], prompt_tokens: int, output_tokens: int, rounds: int) -> dict:
+    """``generate`` at each batch size: {batch: {e2e_p50_s, ttft_p50_s, tpot_s, tok_per_s}}."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    gen = torch.Generator().manual_seed(0)
+    vocab = len(tok)
 
-def _row(name, n_req, tokens, wall, latencies, ttfts) -> dict:
-    return {
-        "setup": name,
-        "requests": n_req,
-        "req_per_s": n_req / wall,
-        "tok_per_s": tokens / wall,
-        "p50_s": statistics.median(latencies),
-        "p95_s": _pct(latencies, 0.95),
-        "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
-    }
-
-
-class InProcess:
-    """``model.generate`` in this process (greedy, exactly max_tokens tokens via min_new_tokens)."""
-
-    def __init__(self, model_dir: Path, max_tokens: int):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.tok.padding_side = "left"
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-        self.gen = dict(
-            max_new_tokens=max_tokens, min_new_tokens=max_tokens, do_sample=False, pad_token_id=self.tok.pad_token_id
-        )
-        self.latencies: dict[int, list[float]] = {}
-        self.tokens: dict[int, int] = {}
-        self.wall: dict[int, float] = {}
-
-    def run(self, prompts: list[str], batch: int, rounds: int, offset: int = 0) -> None:
-        import torch
-
+    def run(batch: int, n_new: int) -> float:
+        ids = torch.randint(3, vocab, (batch, prompt_tokens), generator=gen)
+        t0 = time.perf_counter()
         with torch.no_grad():
-            for r in range(rounds):
-                chunk = [prompts[(offset + r * batch + i) % len(prompts)] for i in range(batch)]
-                inputs = self.tok(chunk, return_tensors="pt", padding=True)
-                t0 = time.perf_counter()
-                out = self.model.generate(**inputs, **self.gen)
-                elapsed = time.perf_counter() - t0
-                self.latencies.setdefault(batch, []).extend([elapsed] * batch)
-                self.tokens[batch] = self.tokens.get(batch, 0) + (out.shape[1] - inputs["input_ids"].shape[1]) * batch
-                self.wall[batch] = self.wall.get(batch, 0.0) + elapsed
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
+                           min_new_tokens=n_new, do_sample=False, pad_token_id=tok.pad_token_id)  # fmt: skip
+        return time.perf_counter() - t0
 
-    def row(self, batch: int) -> dict:
-        n = len(self.latencies[batch])
-        return _row(f"in-process generate, batch {batch}", n, self.tokens[batch], self.wall[batch],
-                    self.latencies[batch], [])  # fmt: skip
-
-
-class ServerLoad:
-    """Accumulates server measurements over several interleaved slices."""
-
-    def __init__(self):
-        self.latencies: dict[int, list[float]] = {}
-        self.ttfts: dict[int, list[float]] = {}
-        self.tokens: dict[int, int] = {}
-        self.wall: dict[int, float] = {}
-
-    def row(self, key: int) -> dict:
-        name = f"server, concurrency {abs(key)}" + (", streamed" if key > 0 else ", non-streamed")
-        return _row(name, len(self.latencies[key]), self.tokens[key], self.wall[key], self.latencies[key],
-                    self.ttfts[key])  # fmt: skip
-
-
-async def _server_slice(
-    url, model, prompts, max_tokens, conc, n_req, acc: ServerLoad, warm: bool = False, stream: bool = True
-) -> None:
-    """``n_req`` completions from ``conc`` concurrent clients; results added to ``acc``."""
-    import httpx
-
-    latencies, ttfts, tokens = [], [], [0]
-    counter = iter(range(n_req))
-
-    async def worker(client):
-        for i in counter:
-            body = {"model": model, "prompt": prompts[i % len(prompts)], "max_tokens": max_tokens,
-                    "temperature": 0, "ignore_eos": True}  # fmt: skip
-            t0 = time.perf_counter()
-            first = None
-            if not stream:
-                resp = await client.post("/openai/v1/completions", json=body)
-                resp.raise_for_status()
-                tokens[0] += resp.json()["usage"]["completion_tokens"]
-                latencies.append(time.perf_counter() - t0)
-                continue
-            body.update(stream=True, stream_options={"include_usage": True})
-            async with client.stream("POST", "/openai/v1/completions", json=body) as resp:
-                resp.raise_for_status()
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    data = json.loads(line[6:])
-                    if first is None and data["choices"] and data["choices"][0]["text"]:
-                        first = time.perf_counter() - t0
-                    if data.get("usage"):
-                        tokens[0] += data["usage"]["completion_tokens"]
-            latencies.append(time.perf_counter() - t0)
-            ttfts.append(first if first is not None else latencies[-1])
-
-    key = conc if stream else -conc  # negative keys: non-streamed slices
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=conc)) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(conc)))
-        wall = time.perf_counter() - start
-    if not warm:
-        acc.latencies.setdefault(key, []).extend(latencies)
-        acc.ttfts.setdefault(key, []).extend(ttfts)
-        acc.tokens[key] = acc.tokens.get(key, 0) + tokens[0]
-        acc.wall[key] = acc.wall.get(key, 0.0) + wall
+    out = {}
+    for b in batches:
+        run(b, 2)  # warm-up
+        e2e = [run(b, output_tokens) for _ in range(rounds)]
+        ttft = [run(b, 1) for _ in range(rounds)]
+        p50, first = statistics.median(e2e), statistics.median(ttft)
+        out[b] = {"e2e_p50_s": p50, "ttft_p50_s": first, "tpot_s": (p50 - first) / (output_tokens - 1),
+                  "tok_per_s": b * output_tokens / p50}  # fmt: skip
+    return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", type=Path, default=None, help="default: the bootstrap tiny model")
-    parser.add_argument("--max_tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, in-process and in the server")
-    parser.add_argument("--rounds", type=int, default=4, help="batches per in-process setup / requests per client")
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--prompt_tokens", type=int, default=32)
+    parser.add_argument("--output_tokens", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=2, help="requests per client at each concurrency (min 16)")
+    parser.add_argument("--rounds", type=int, default=3, help="in-process repetitions per batch size")
+    parser.add_argument("--slo_ttft_ms", type=float, default=500.0)
+    parser.add_argument("--slo_itl_ms", type=float, default=50.0)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
 
     import torch
 
-    from components.bootstrap.dataset import generate
     from components.bootstrap.tiny import ensure_tiny_model
+    from tests.support import guidellm
     from tests.support.model_server import running_model_server
 
+    if not guidellm.available():
+        raise SystemExit(guidellm.MISSING)
     torch.set_num_threads(args.threads)
+    levels = [int(c) for c in args.concurrency.split(",")]
     model_dir = args.model_dir or ensure_tiny_model("tiny")
-    prompts = [ex.prompt for ex in generate("test", 64, 7)]
-    print(f"model {model_dir}, max_tokens {args.max_tokens}, torch threads {args.threads}", flush=True)
-    local = InProcess(model_dir, args.max_tokens)
-    load = ServerLoad()
+    print(f"model {model_dir}, {args.prompt_tokens}+{args.output_tokens} tokens, torch threads {args.threads}, "
+          f"SLO TTFT <= {args.slo_ttft_ms:g} ms and ITL <= {args.slo_itl_ms:g} ms", flush=True)  # fmt: skip
+    before = in_process(model_dir, levels, args.prompt_tokens, args.output_tokens, args.rounds)
+    server_rows: dict[str, list[dict]] = {}
+    n_req = tuple(max(16, args.requests * c) for c in levels)
     with running_model_server(
-        model_dir, model_name="bench", args=["--torch_threads", str(args.threads), "--max_batch_size", "16"]
-    ) as server:
+        model_dir, model_name="bench",
+        args=["--torch_threads", str(args.threads), "--max_batch_size", str(max(levels)),
+              "--max_queue", str(4 * max(levels))],
+    ) as server, tempfile.TemporaryDirectory() as work:  # fmt: skip
+        for stream in (True, False):
+            spec = guidellm.GuideLLMRun(
+                target=f"{server.url}/openai/v1", model="bench", tokenizer=model_dir, concurrencies=tuple(levels),
+                requests=n_req, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, stream=stream,
+                request_format="/v1/completions", slo_ttft_ms=args.slo_ttft_ms if stream else None,
+                slo_tpot_ms=args.slo_itl_ms if stream else None, timeout_s=900,
+            )  # fmt: skip
+            t0 = time.perf_counter()
+            server_rows["streamed" if stream else "non-streamed"] = [
+                guidellm.summary(b) for b in guidellm.run(spec, Path(work))
+            ]
+            print(f"guidellm {'streamed' if stream else 'non-streamed'}: {time.perf_counter() - t0:.0f} s", flush=True)
+    after = in_process(model_dir, levels, args.prompt_tokens, args.output_tokens, args.rounds)
+    local = {b: {k: (before[b][k] + after[b][k]) / 2 for k in before[b]} for b in levels}
 
-        def serve(conc: int, n_req: int, warm: bool = False, stream: bool = True) -> None:
-            asyncio.run(
-                _server_slice(server.url, "bench", prompts, args.max_tokens, conc, n_req, load, warm, stream)
-            )
+    def ms(v):
+        return f"{v * 1000:8.1f}" if v is not None else "       -"
 
-        local.run(prompts, 1, 1), local.run(prompts, 16, 1)  # warm-up both sides
-        serve(1, 2, warm=True), serve(16, 16, warm=True)
-        local.latencies.clear(), local.tokens.clear(), local.wall.clear()
-        # Interleave in-process and server slices so drifting load on a shared CPU hits both alike.
-        for r in range(args.rounds):
-            local.run(prompts, 1, 4, offset=r * 4)
-            serve(1, 4)
-            serve(1, 4, stream=False)
-            local.run(prompts, 16, 1, offset=r * 16)
-            serve(16, 16)
-            serve(16, 16, stream=False)
-            serve(4, 8)
-            serve(4, 8, stream=False)
-            print(f"round {r + 1}/{args.rounds} done", flush=True)
-    rows = [local.row(1), local.row(16)] + [load.row(k) for k in (1, 4, 16, -1, -4, -16)]
-    print(f"\n{'setup':44} {'req/s':>7} {'tok/s':>8} {'p50 s':>7} {'p95 s':>7} {'TTFT p50':>9}")
-    for r in rows:
-        ttft = f"{r['ttft_p50_s']:.3f}" if r["ttft_p50_s"] is not None else "-"
-        print(f"{r['setup']:44} {r['req_per_s']:7.2f} {r['tok_per_s']:8.1f} {r['p50_s']:7.3f} {r['p95_s']:7.3f} {ttft:>9}")
-    b1, b16 = rows[0], rows[1]
-    ratios = {}
-    for label, c1, c16 in (("streamed", rows[2], rows[4]), ("non-streamed", rows[5], rows[7])):
-        ratios[label] = {"throughput": c16["tok_per_s"] / b16["tok_per_s"], "latency": c1["p50_s"] / b1["p50_s"]}
-        print(f"\n[{label}] server c16 tok/s / in-process b16 tok/s = {ratios[label]['throughput']:.2f}  (target >= 0.80)")
-        print(f"[{label}] server c1 p50 / in-process b1 p50       = {ratios[label]['latency']:.2f}  (target <= 1.15)")
+    print(f"\n{'setup':32} {'TTFT p50':>8} {'TTFT p99':>8} {'ITL p50':>8} {'TPOT p50':>8} {'e2e p50':>8} "
+          f"{'e2e p99':>8} {'tok/s':>8} {'tok/s ratio':>11} {'goodput':>8}   (times in ms)")  # fmt: skip
+    for b in levels:
+        r = local[b]
+        print(f"{'in-process generate, batch ' + str(b):32} {ms(r['ttft_p50_s'])} {'':8} {'':8} {ms(r['tpot_s'])} "
+              f"{ms(r['e2e_p50_s'])} {'':8} {r['tok_per_s']:8.0f}")  # fmt: skip
+    ratios: dict[str, dict] = {}
+    for label, rows in server_rows.items():
+        for row in rows:
+            c = row["concurrency"]
+            ratio = row["output_tok_per_s"] / local[c]["tok_per_s"]
+            ratios.setdefault(label, {})[c] = {"throughput": ratio, "latency_p50": row["e2e_p50_s"] / local[c]["e2e_p50_s"]}
+            done = row["requests"]
+            good = f"{row['slo_attainment']:.2f}" if row["slo_attainment"] is not None else "-"
+            print(f"{'server c' + str(c) + ', ' + label:32} {ms(row['ttft_p50_s'])} {ms(row['ttft_p99_s'])} "
+                  f"{ms(row['itl_p50_s'])} {ms(row['tpot_p50_s'])} {ms(row['e2e_p50_s'])} {ms(row['e2e_p99_s'])} "
+                  f"{row['output_tok_per_s']:8.0f} {ratio:11.2f} {good:>8}"
+                  + ("" if done["errored"] == 0 and done["incomplete"] == 0 else f"  ({done})"))  # fmt: skip
+    print()
+    for label in server_rows:
+        r = ratios[label]
+        if 16 in r:
+            print(f"[{label}] c16 tok/s / in-process b16 = {r[16]['throughput']:.2f} (target >= 0.90)")
+        if 1 in r:
+            print(f"[{label}] c1 p50 / in-process b1 p50 = {r[1]['latency_p50']:.2f} (target <= 1.10)")
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, "ratios": ratios, "threads": args.threads}, indent=2))
+        args.out.write_text(json.dumps({"in_process": local, "server": server_rows, "ratios": ratios,
+                                        "threads": args.threads, "args": vars(args) | {"out": str(args.out),
+                                        "model_dir": str(model_dir)}}, indent=2, default=str))  # fmt: skip
     return 0
 
 

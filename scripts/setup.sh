@@ -39,3 +39,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+
+# GuideLLM (the vLLM project's load client) pins click and multidict below what .venv has,
+# so it gets a venv of its own; tests/integration/serving_runtime/test_guidellm.py and
+# benchmarks/serving.py run its CLI from there.
+GUIDELLM_VERSION=0.8.1
+gl_stamp=.venv-guidellm/.llmops-guidellm-$GUIDELLM_VERSION
+if [ ! -f "$gl_stamp" ]; then
+  echo "[setup] creating .venv-guidellm (guidellm $GUIDELLM_VERSION)"
+  [ -x .venv-guidellm/bin/python ] || "$PY" -m venv .venv-guidellm
+  .venv-guidellm/bin/pip install -q 'torch==2.13.0'  # the CPU build on disk, not a CUDA download
+  .venv-guidellm/bin/pip install -q "guidellm==$GUIDELLM_VERSION"
+  touch "$gl_stamp"
+fi

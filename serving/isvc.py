@@ -35,7 +35,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 HF_HOME = "/var/cache/huggingface"  # HF_HOME inside the server container (an emptyDir)
 WRITABLE_DIRS = (("tmp", "/tmp"), ("hf-cache", HF_HOME))  # emptyDir volume name -> mount path
 MODEL_FORMAT = "llmops-llm"  # the modelFormat our ServingRuntime declares
+MODEL_VERSION_POD_LABEL = "llmops.dev/model-version"  # on vLLM-served pods (their metrics have no version label)
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
+LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
 class IsvcError(ValueError):
@@ -78,6 +80,61 @@ def require_digest(ref: str, field_name: str) -> None:
         )
 
 
+class ServingRuntimeKind(str, enum.Enum):
+    """Which model server serves a release (see :data:`RUNTIME_PROFILES`)."""
+
+    LLMOPS = "llmops"  # our runtime (python -m serving), ServingRuntime llmops-llm
+    VLLM = "vllm"  # KServe's kserve-vllmserver: vLLM's own OpenAI server
+    HUGGINGFACE = "huggingfaceserver"  # KServe's kserve-huggingfaceserver (vLLM backend on GPUs)
+
+    @classmethod
+    def parse(cls, value: "str | ServingRuntimeKind") -> "ServingRuntimeKind":
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            raise IsvcSpecError(
+                f"serving_runtime: unknown runtime {value!r}; use one of {', '.join(k.value for k in cls)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class RuntimeProfile:
+    """How an InferenceService names a runtime and what arguments it adds.
+
+    The formats and runtime names are those of KServe's own runtime files
+    (``config/runtimes/kserve-vllmserver.yaml``: modelFormat ``vLLM``;
+    ``kserve-huggingfaceserver.yaml``: modelFormat ``huggingface``; see ``shared/kserve``).
+    KServe appends ``spec.predictor.model.args`` to the runtime container's own args.
+    """
+
+    kind: ServingRuntimeKind
+    runtime: str  # (Cluster)ServingRuntime name
+    model_format: str  # spec.predictor.model.modelFormat.name
+    version_arg: bool  # the server takes --model_version (labels its own metrics)
+
+    def args(self, gpus: int) -> list[str]:
+        """Arguments for ``gpus`` GPUs per replica (0: CPU)."""
+        if self.kind is ServingRuntimeKind.HUGGINGFACE:
+            # huggingfaceserver/__main__.py: --backend picks vLLM or transformers; vLLM needs a GPU here.
+            out = ["--backend=vllm" if gpus else "--backend=huggingface"]
+        else:
+            out = []
+        if gpus > 1 and self.kind is not ServingRuntimeKind.LLMOPS:
+            out.append(f"--tensor-parallel-size={gpus}")  # vLLM engine arg: shard over the pod's GPUs
+        return out
+
+
+RUNTIME_PROFILES: dict[ServingRuntimeKind, RuntimeProfile] = {
+    ServingRuntimeKind.LLMOPS: RuntimeProfile(ServingRuntimeKind.LLMOPS, "llmops-llm", MODEL_FORMAT, True),
+    ServingRuntimeKind.VLLM: RuntimeProfile(ServingRuntimeKind.VLLM, "kserve-vllmserver", "vLLM", False),
+    ServingRuntimeKind.HUGGINGFACE: RuntimeProfile(
+        ServingRuntimeKind.HUGGINGFACE, "kserve-huggingfaceserver", "huggingface", False
+    ),
+}
+
+
 @dataclass(frozen=True)
 class PredictorSpec:
     """What one revision of the predictor serves and how it is sized."""
@@ -100,9 +157,25 @@ class PredictorSpec:
     service_account: str | None = None  # for storage credentials
     require_gpu_node_selector: bool = True  # a GPU request must say where GPUs are
     protocol_version: str | None = None  # "v1" or "v2" (KServe default v1); None leaves it unset
+    serving_runtime: str = ServingRuntimeKind.LLMOPS.value  # llmops, vllm or huggingfaceserver (with storage_uri)
+
+    @property
+    def profile(self) -> RuntimeProfile:
+        """The runtime's :class:`RuntimeProfile`."""
+        return RUNTIME_PROFILES[ServingRuntimeKind.parse(self.serving_runtime)]
 
     def validate(self) -> None:
         """Raise :class:`IsvcSpecError` naming the first impossible field."""
+        kind = ServingRuntimeKind.parse(self.serving_runtime)
+        if kind is not ServingRuntimeKind.LLMOPS and not self.storage_uri:
+            raise IsvcSpecError(f"serving_runtime: {kind.value} serves a model from storage_uri; set storage_uri")
+        if kind is not ServingRuntimeKind.LLMOPS and self.model_version and not LABEL_VALUE_RE.fullmatch(
+            self.model_version
+        ):
+            raise IsvcSpecError(
+                f"model_version: {self.model_version!r} must be a Kubernetes label value for {kind.value} "
+                "(it becomes the pod label that tells canary from stable): letters, digits, '-', '_', '.', <= 63"
+            )
         if bool(self.storage_uri) == bool(self.image):
             raise IsvcSpecError("predictor: set exactly one of storage_uri or image")
         if self.image:
@@ -190,17 +263,22 @@ def render_predictor(p: PredictorSpec) -> dict[str, Any]:
         "scaleTarget": p.scale_target,
     }
     if p.storage_uri:
+        profile = p.profile
         model: dict[str, Any] = {
-            "modelFormat": {"name": MODEL_FORMAT},
+            "modelFormat": {"name": profile.model_format},
             "storageUri": p.storage_uri,
             "resources": resources,
         }
-        if p.runtime:
-            model["runtime"] = p.runtime
+        runtime = p.runtime if profile.kind is ServingRuntimeKind.LLMOPS else profile.runtime
+        if runtime:
+            model["runtime"] = runtime
         if p.protocol_version:
             model["protocolVersion"] = p.protocol_version
-        args = list(p.args)
-        if p.model_version and not any(a.startswith("--model_version") for a in args):
+        args = profile.args(p.gpus) + list(p.args)
+        if not profile.version_arg and p.model_version:
+            # vLLM's metrics carry model_name only: the pod label tells versions apart (PodMonitor relabelling).
+            pred["labels"] = {MODEL_VERSION_POD_LABEL: p.model_version}
+        elif p.model_version and not any(a.startswith("--model_version") for a in args):
             # the server labels its metrics with model_version; the runtime's args lack it
             args.append(f"--model_version={p.model_version}")
         if args:

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ingress-namespace", action="append", dest="ingress",
                    help="namespace allowed to call the predictor (repeatable; default depends on --mode)")
     p.add_argument("--prometheus-namespace", default="monitoring", help="namespace Prometheus scrapes from")
+    p.add_argument("--serving-runtime", default="llmops",
+                   help="model server of the InferenceService: llmops (default), vllm (KServe's kserve-vllmserver) "
+                   "or huggingfaceserver (KServe's, vLLM backend on GPUs)")
     p.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu per replica (needs --gpu-node-selector)")
     p.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE",
                    help="node label for GPU nodes, e.g. nvidia.com/gpu.present=true (repeatable)")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.cli import CliError
     from serving.cluster.render import PLACEHOLDER_RUNTIME_IMAGE, KitError, KitSpec, render_kit, to_yaml, write_kit
     from serving.cluster.validate import ManifestError, validate_all
-    from serving.isvc import PredictorSpec
+    from serving.isvc import IsvcSpecError, PredictorSpec
 
     selector = []
     for item in args.gpu_node_selector:
@@ -53,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = PredictorSpec(
         gpus=args.gpus, node_selector=tuple(selector), tolerations=tolerations,
         min_replicas=args.min_replicas, max_replicas=args.max_replicas, scale_target=args.concurrency,
+        serving_runtime=args.serving_runtime,
     )
     kit = KitSpec(
         namespace=args.namespace, model=args.model, mode=args.mode,
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         objs = render_kit(kit, include_cluster_scoped=args.cluster_scoped)
         validate_all(objs)
-    except (KitError, ManifestError) as exc:
+    except (KitError, ManifestError, IsvcSpecError) as exc:
         raise CliError(str(exc)) from exc
     if args.out:
         for path in write_kit(objs, args.out):

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--predictor-arg", action="append", default=[], metavar="ARG", help="extra model-server argument, repeatable (e.g. --predictor-arg=--max_batch_size=4)")
     what.add_argument("--cpu", default="2", help="CPU request/limit (default 2)")
     what.add_argument("--memory", default="8Gi", help="memory request/limit (default 8Gi)")
+    what.add_argument("--serving-runtime", default="llmops", help="model server: llmops (default), vllm (KServe's kserve-vllmserver) or huggingfaceserver; the analysis reads that runtime's metrics")
+    what.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu per replica (with --gpu-node-selector)")
+    what.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE", help="node label for GPU nodes, e.g. nvidia.com/gpu.present=true (repeatable)")
 
     plan = p.add_argument_group("plan")
     plan.add_argument("--steps", default="10,25,50,100", help="canary traffic percents, increasing, ending at 100 (default 10,25,50,100)")
@@ -126,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
             predictor=PredictorSpec(
                 storage_uri=storage_uri, image=args.image, model_version=args.model_version,
                 args=tuple(args.predictor_arg), cpu=args.cpu, memory=args.memory,
+                serving_runtime=args.serving_runtime, gpus=args.gpus,
+                node_selector=tuple(tuple(kv.split("=", 1)) for kv in args.gpu_node_selector if "=" in kv),
+                tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},) if args.gpus else (),
             ),
             deployment_mode=DeploymentMode.parse(args.deployment_mode),
         )
@@ -195,6 +201,17 @@ def build_metrics(args: argparse.Namespace):
     from pipelines.cli import CliError
     from serving.metrics.factory import make_provider
 
+    runtime = getattr(args, "serving_runtime", "llmops") or "llmops"
+    if runtime != "llmops" and args.backend == "local":
+        raise CliError(
+            f"--serving-runtime {runtime}: the local backend runs only the llmops model server; "
+            "use --backend kserve (vLLM needs its own image, usually a GPU)"
+        )
+    if runtime != "llmops" and args.metrics != "prometheus":
+        raise CliError(
+            f"--serving-runtime {runtime}: the analysis reads vLLM's series through Prometheus; "
+            "use --metrics prometheus --prometheus-url http://<prometheus>:9090"
+        )
     if args.backend == "kserve" and args.metrics == "scrape":
         raise CliError(
             "--metrics scrape reads the model servers directly, which a cluster's pods do not expose to "
@@ -203,7 +220,8 @@ def build_metrics(args: argparse.Namespace):
     if args.metrics == "prometheus" and not args.prometheus_url:
         raise CliError("--metrics prometheus needs --prometheus-url, e.g. http://prometheus.monitoring:9090")
     try:
-        return make_provider(args.metrics, **({"url": args.prometheus_url} if args.metrics == "prometheus" else {}))
+        options = {"url": args.prometheus_url, "runtime": runtime} if args.metrics == "prometheus" else {}
+        return make_provider(args.metrics, **options)
     except ValueError as exc:
         raise CliError(f"--metrics: {exc}") from exc
 
@@ -212,6 +230,13 @@ def build_quality(args, prompts, model_name: str):
     """The golden-prompt prober ``(canary_url, stable_url) -> QualityResult``, or None with --no-quality."""
     if args.no_quality:
         return None
+    if getattr(args, "serving_runtime", "llmops") == "vllm":
+        from pipelines.cli import CliError
+
+        raise CliError(
+            "--serving-runtime vllm: the golden-prompt probe calls /openai/v1, which vLLM's own server answers "
+            "at /v1; pass --no-quality, or serve with --serving-runtime huggingfaceserver (KServe's /openai/v1)"
+        )
     from serving.rollout.quality import probe
 
     def quality(canary_url: str, stable_url: str | None):

@@ -794,6 +794,7 @@ class LocalBackend(ServingBackend):
             argv += ["--model_version", spec.model_version]
         argv += ["--http_host", self.host, "--http_port", str(port), *spec.args]
         env = {**os.environ, **dict(spec.env), "LLMOPS_REVISION": rev_name}
+        env.setdefault("LLMOPS_TORCH_THREADS", "1")  # revisions share this machine: not one thread per core each
         proc = self._spawn(argv, log_file, exit_file, env)
         rev.update(pid=proc.pid, create_time=_create_time(proc.pid), port=port, argv=argv)
         log.info("started revision %s (pid %d, port %d): %s", rev_name, proc.pid, port, shlex.join(argv))

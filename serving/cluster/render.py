@@ -43,6 +43,7 @@ from serving.isvc import (
     HTTP_PORT,
     METRICS_PATH,
     MODEL_FORMAT,
+    MODEL_VERSION_POD_LABEL,
     PROMETHEUS_PATH_ANNOTATION,
     PROMETHEUS_PORT_ANNOTATION,
     WRITABLE_DIRS,
@@ -50,6 +51,7 @@ from serving.isvc import (
     IsvcSpecError,
     PredictorSpec,
     ServiceSpec,
+    ServingRuntimeKind,
     render_isvc,
 )
 
@@ -326,8 +328,22 @@ def render_network_policy(kit: KitSpec, namespace: str | None) -> dict[str, Any]
     }
 
 
+def model_version_relabeling() -> dict[str, Any]:
+    """Copy the pod's ``llmops.dev/model-version`` label to ``model_version`` (vLLM series have no version)."""
+    source = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", MODEL_VERSION_POD_LABEL)
+    return {"sourceLabels": [source], "targetLabel": "model_version", "action": "replace", "regex": "(.+)"}
+
+
 def render_pod_monitor(kit: KitSpec, namespace: str | None) -> dict[str, Any]:
     """A prometheus-operator ``PodMonitor`` scraping the model server's /metrics."""
+    monitor = _pod_monitor(kit, namespace)
+    if kit.predictor is not None and kit.predictor.profile.kind is not ServingRuntimeKind.LLMOPS:
+        endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+        endpoint["relabelings"] = [*endpoint.get("relabelings", []), model_version_relabeling()]
+    return monitor
+
+
+def _pod_monitor(kit: KitSpec, namespace: str | None) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",

@@ -48,6 +48,7 @@ class PrometheusProvider(MetricsProvider):
         timeout_s: float = 5.0,
         headers: dict[str, str] | None = None,
         client: httpx.Client | None = None,
+        runtime: str | None = None,
     ) -> None:
         """
         Args:
@@ -55,7 +56,12 @@ class PrometheusProvider(MetricsProvider):
             timeout_s: per-query timeout.
             headers: extra HTTP headers (e.g. ``Authorization``); never logged.
             client: an httpx client to reuse; one is made when omitted.
+            runtime: whose series to read: llmops (default), vllm or huggingfaceserver
+                (see :mod:`serving.metrics.runtimes`).
         """
+        from serving.metrics.runtimes import mapping_for
+
+        self.names = mapping_for(runtime)
         if not url or not url.startswith(("http://", "https://")):
             raise ValueError(f"prometheus url must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
@@ -109,6 +115,10 @@ class PrometheusProvider(MetricsProvider):
         return Histogram(tuple(buckets), total)
 
     def collect(self, target: MetricsTarget, start: float, end: float) -> RevisionMetrics:
+        if self.names.runtime.value != "llmops":
+            from serving.metrics.runtimes import collect
+
+            return collect(self, self.names, target, start, end)
         if end <= start:
             raise ValueError(f"window end {end} must be after start {start}")
         sel = selector(target)

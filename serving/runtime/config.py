@@ -109,6 +109,13 @@ class SamplingParams:
     stop: tuple[str, ...] = ()  # stop sequences; output is cut before the first match
     seed: int | None = None  # seeds this request's own torch.Generator
     ignore_eos: bool = False  # keep generating past the end-of-sequence token
+    # vLLM's sampling extensions (vllm/entrypoints/openai/protocol.py, "chat-completion-sampling-params").
+    top_k: int = 0  # sample among the k most likely tokens; 0 or -1: all
+    min_p: float = 0.0  # drop tokens below min_p x the top token's probability
+    repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and output (CTRL-style, as vLLM)
+    min_tokens: int = 0  # eos and stop_token_ids are suppressed until this many tokens are generated
+    stop_token_ids: tuple[int, ...] = ()  # generation also stops at these tokens
+    include_stop_str_in_output: bool = False  # keep the matched stop string (or stop token's text) in the output
 
     def validate(self) -> "SamplingParams":
         """Raises InvalidRequestError naming the parameter at fault."""
@@ -130,4 +137,26 @@ class SamplingParams:
             )
         if any(not s for s in self.stop):
             raise InvalidRequestError("stop sequences must be non-empty strings", param="stop", code="invalid_value")
+        if self.top_k < -1:
+            raise InvalidRequestError(
+                f"top_k must be -1, 0 (all tokens) or >= 1, got {self.top_k}", param="top_k", code="invalid_value"
+            )
+        if not 0.0 <= self.min_p <= 1.0:
+            raise InvalidRequestError(f"min_p must be within [0, 1], got {self.min_p}", param="min_p", code="invalid_value")
+        if not 0.0 < self.repetition_penalty <= 2.0:
+            raise InvalidRequestError(
+                f"repetition_penalty must be within (0, 2], got {self.repetition_penalty}",
+                param="repetition_penalty",
+                code="invalid_value",
+            )
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise InvalidRequestError(
+                f"min_tokens must be within [0, max_tokens={self.max_tokens}], got {self.min_tokens}",
+                param="min_tokens",
+                code="invalid_value",
+            )
+        if len(self.stop_token_ids) > 16 or any(t < 0 for t in self.stop_token_ids):
+            raise InvalidRequestError(
+                "stop_token_ids must be at most 16 non-negative token ids", param="stop_token_ids", code="invalid_value"
+            )
         return self

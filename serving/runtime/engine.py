@@ -35,7 +35,8 @@ import torch.nn.functional as F
 
 from serving.errors import OverloadedError, ShuttingDownError
 from serving.runtime.config import EngineConfig, SamplingParams
-from serving.runtime.sampling import choose_tokens, find_stop, holdback
+from serving.runtime.detokenize import IncrementalDecoder, decoder_kind, make_decoder
+from serving.runtime.sampling import choose_tokens, find_stop_match, holdback
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class _Sequence:
     pos: int = 0  # tokens of this row already in the KV cache
     emitted: int = 0  # characters of text already sent
     finished: bool = False
+    decoder: IncrementalDecoder | None = None  # set when text is needed before the end (stream or stop)
+    text: str = ""  # text decoded so far (incrementally)
+    scanned: int = 0  # characters of ``text`` already searched for stop sequences
 
 
 class EngineObserver:
@@ -173,6 +177,8 @@ class GenerationEngine:
         self._logits_to_keep = "logits_to_keep" in accepted
         # transformers 5.x renamed ``past_key_values`` to ``cache``; accept either.
         self._cache_kw = "cache" if "cache" in accepted else "past_key_values"
+        self._decoder_kind = decoder_kind(tokenizer)
+        logger.info("incremental detokenizer: %s", self._decoder_kind.value)
 
     # ---- caller side (event loop thread) -------------------------------------------------
 
@@ -413,7 +419,15 @@ class GenerationEngine:
 
     def _accept(self, seqs: list[_Sequence], logits: torch.Tensor) -> None:
         """Choose each row's next token, stream its text, and mark rows that are done."""
-        tokens = choose_tokens(logits, [s.params for s in seqs], [s.generator for s in seqs], self.eos_token_id)
+        need_history = any(s.params.repetition_penalty != 1.0 for s in seqs)
+        tokens = choose_tokens(
+            logits,
+            [s.params for s in seqs],
+            [s.generator for s in seqs],
+            self.eos_token_id,
+            histories=[s.prompt_ids + s.generated for s in seqs] if need_history else None,
+            generated=[len(s.generated) for s in seqs],
+        )
         now = self.clock()
         for s, tok in zip(seqs, tokens):
             if s.finished:
@@ -425,36 +439,65 @@ class GenerationEngine:
                 self.observer.first_token(now - s.submitted_at)
             s.generated.append(tok)
             finish = None
-            text_ids = s.generated
+            keep_token = True  # does this token's text belong to the output?
             if tok == self.eos_token_id and not s.params.ignore_eos:
-                finish = FINISH_STOP
-                text_ids = s.generated[:-1]
+                finish, keep_token = FINISH_STOP, False
+            elif tok in s.params.stop_token_ids:
+                finish, keep_token = FINISH_STOP, s.params.include_stop_str_in_output
             if finish is None and (
                 len(s.generated) >= s.params.max_tokens or s.pos + 1 >= self.config.max_total_tokens
             ):
                 finish = FINISH_LENGTH
             if finish is None and now > s.deadline:
                 finish = FINISH_TIMEOUT
-            if finish is None and not s.handle.stream and not s.params.stop:
-                continue  # nobody reads partial text: decode once, at the end
-            text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+            incremental = s.handle.stream or bool(s.params.stop)
+            if not incremental:
+                if finish is not None:  # nobody reads partial text: decode once, at the end
+                    self._finish(s, finish, self._final_text(s, keep_token))
+                continue
+            if s.decoder is None:
+                s.decoder = make_decoder(self.tokenizer, self._decoder_kind)
+            if keep_token:
+                s.text += s.decoder.step(tok)
             if s.params.stop and finish != FINISH_TIMEOUT:
-                cut = find_stop(text, s.params.stop)
-                if cut != -1:
-                    text, finish = text[:cut], FINISH_STOP
+                cut = self._stop_cut(s)
+                if cut is not None:
+                    self._finish(s, FINISH_STOP, s.text[:cut])
+                    continue
             if finish is not None:
+                text = self._final_text(s, keep_token)
+                if s.params.stop and finish != FINISH_TIMEOUT:  # a stop completed by held-back bytes
+                    cut = self._stop_cut(s, text)
+                    if cut is not None:
+                        text, finish = text[:cut], FINISH_STOP
                 self._finish(s, finish, text)
                 continue
             if not s.handle.stream:
                 continue
-            safe = len(text)
-            if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for the rest
-                safe -= 1
+            safe = len(s.text)
             if s.params.stop:
-                safe -= holdback(text[:safe], s.params.stop)
+                safe -= holdback(s.text[-max(map(len, s.params.stop)) :], s.params.stop)
             if safe > s.emitted:
-                delta, s.emitted = text[s.emitted : safe], safe
+                delta, s.emitted = s.text[s.emitted : safe], safe
                 self._emit(s.handle, GenerationEvent(delta, None, len(s.prompt_ids), len(s.generated)))
+
+    def _stop_cut(self, s: _Sequence, text: str | None = None) -> int | None:
+        """Where the output ends if a stop sequence now matches (only new text is searched)."""
+        text = s.text if text is None else text
+        longest = max(map(len, s.params.stop))
+        idx, stop = find_stop_match(text, s.params.stop, max(0, s.scanned - longest + 1))
+        s.scanned = len(text)
+        if idx == -1:
+            return None
+        return idx + len(stop) if s.params.include_stop_str_in_output else idx
+
+    def _final_text(self, s: _Sequence, keep_last: bool) -> str:
+        """The whole output, decoded once; includes any incomplete trailing character as U+FFFD."""
+        ids = s.generated if keep_last else s.generated[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        sent = s.text[: s.emitted]
+        # The streamed prefix is authoritative: a tokenizer whose full decode differs keeps what was sent.
+        return text if text.startswith(sent) else s.text
 
     def _finish(self, s: _Sequence, reason: str, text: str, error: str | None = None) -> None:
         s.finished = True

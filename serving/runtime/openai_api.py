@@ -36,20 +36,18 @@ from serving.errors import (
 )
 from serving.runtime.engine import FINISH_LENGTH, FINISH_STOP
 from serving.runtime.model import LLMModel
+from serving.runtime import vllm_compat
+from serving.runtime.vllm_compat import VLLMChatExtensions, VLLMExtensions, VLLMStreamOptions
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any prompt the context allows
 
 Number = Union[StrictInt, StrictFloat]
 
 
-class StreamOptions(BaseModel):
-    """``stream_options``: only ``include_usage`` is supported."""
-
-    model_config = ConfigDict(extra="forbid")
-    include_usage: StrictBool = False
+StreamOptions = VLLMStreamOptions  # include_usage, and vLLM's continuous_usage_stats
 
 
-class _Common(BaseModel):
+class _Common(VLLMExtensions):
     """Fields shared by completions and chat completions."""
 
     model_config = ConfigDict(extra="forbid")
@@ -90,7 +88,7 @@ class ChatMessage(BaseModel):
     name: StrictStr | None = None
 
 
-class ChatRequest(_Common):
+class ChatRequest(_Common, VLLMChatExtensions):
     """``POST /openai/v1/chat/completions`` body."""
 
     messages: list[ChatMessage] = Field(min_length=1)
@@ -132,6 +130,7 @@ def _refuse_unsupported(req: _Common) -> None:
             refuse("tools", "tool calling")
         if req.response_format and req.response_format.get("type") != "text":
             refuse("response_format", "structured output")
+    vllm_compat.refuse_unsupported(req, chat=isinstance(req, ChatRequest))
     if req.stream_options is not None and not req.stream:
         raise InvalidRequestError("stream_options is only allowed with stream: true", param="stream_options")
 
@@ -275,6 +274,7 @@ def build_router(model: LLMModel) -> APIRouter:
             params = model.sampling_params(
                 len(ids), req.max_tokens, 16, req.temperature, req.top_p, req.stop, req.seed, req.ignore_eos
             )
+            params = vllm_compat.apply_sampling(params, req)
             deadline = model.deadline()
             handle = model.submit(ids, params, stream=bool(req.stream))
         except ServingError as exc:
@@ -291,6 +291,7 @@ def build_router(model: LLMModel) -> APIRouter:
 
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            continuous = include_usage and req.stream_options.continuous_usage_stats
 
             async def stream() -> AsyncIterator[str]:
                 try:
@@ -302,7 +303,7 @@ def build_router(model: LLMModel) -> APIRouter:
                             break
                         if ev.text or ev.finish_reason:
                             out = chunk(ev.text, ev.finish_reason)
-                            if ev.finish_reason and include_usage:
+                            if (ev.finish_reason and include_usage) or continuous:
                                 out["usage"] = usage(ev.prompt_tokens, ev.completion_tokens).model_dump()
                             yield _sse(out)
                         if ev.finish_reason:
@@ -350,6 +351,7 @@ def build_router(model: LLMModel) -> APIRouter:
                 req.ignore_eos,
                 max_tokens_param=limit_param,
             )
+            params = vllm_compat.apply_sampling(params, req)
             deadline = model.deadline()
             handle = model.submit(ids, params, stream=bool(req.stream))
         except ServingError as exc:
@@ -358,6 +360,7 @@ def build_router(model: LLMModel) -> APIRouter:
 
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            continuous = include_usage and req.stream_options.continuous_usage_stats
 
             envelope = _dump(
                 ChatCompletionChunk.model_construct(
@@ -378,7 +381,10 @@ def build_router(model: LLMModel) -> APIRouter:
                             yield _sse(error_body(exc))
                             break
                         if ev.text or ev.finish_reason:
-                            yield _sse(chunk({"content": ev.text}, ev.finish_reason))
+                            out = chunk({"content": ev.text}, ev.finish_reason)
+                            if continuous:
+                                out["usage"] = usage(ev.prompt_tokens, ev.completion_tokens).model_dump()
+                            yield _sse(out)
                         if ev.finish_reason:
                             if include_usage:
                                 final = ChatCompletionChunk(
@@ -416,7 +422,16 @@ def build_router(model: LLMModel) -> APIRouter:
         )
         return JSONResponse(_dump(out))
 
-    return router
+    outer = APIRouter()
+
+    @outer.get("/openai/health")
+    async def health():
+        # vLLM's GET /health beside /v1 (GuideLLM probes {target}/health, target without /v1).
+        ok = await model.healthy()
+        return JSONResponse({} if ok else {"status": "unhealthy"}, status_code=200 if ok else 503)
+
+    outer.include_router(router)
+    return outer
 
 
 def _message_dict(msg: ChatMessage, index: int) -> dict[str, str]:

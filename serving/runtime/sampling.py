@@ -20,6 +20,8 @@ def choose_tokens(
     params: Sequence[SamplingParams],
     generators: Sequence[torch.Generator],
     eos_token_id: int | None,
+    histories: Sequence[Sequence[int]] | None = None,
+    generated: Sequence[int] | None = None,
 ) -> list[int]:
     """Pick the next token for every row.
 
@@ -27,21 +29,40 @@ def choose_tokens(
         logits: ``[batch, vocab]`` next-token logits.
         params: one entry per row.
         generators: one per row, used only by rows with ``temperature > 0``.
-        eos_token_id: suppressed for rows with ``ignore_eos``.
+        eos_token_id: suppressed for rows with ``ignore_eos`` (and below ``min_tokens``).
+        histories: per row, the prompt and generated ids (for ``repetition_penalty``).
+        generated: per row, tokens generated so far (for ``min_tokens``).
 
     Returns:
         The chosen token id per row.
     """
     logits = logits.float()
-    if eos_token_id is not None:
-        rows = [i for i, p in enumerate(params) if p.ignore_eos]
-        if rows:
-            logits[rows, eos_token_id] = float("-inf")
+    vocab = logits.shape[-1]
+    for i, p in enumerate(params):
+        banned = []
+        if eos_token_id is not None and (p.ignore_eos or (generated is not None and generated[i] < p.min_tokens)):
+            banned.append(eos_token_id)
+        if p.stop_token_ids and generated is not None and generated[i] < p.min_tokens:
+            banned.extend(t for t in p.stop_token_ids if t < vocab)
+        if banned:
+            logits[i, banned] = float("-inf")
+        if p.repetition_penalty != 1.0 and histories is not None and histories[i]:
+            # As vLLM and transformers: positive logits are divided, negative ones multiplied.
+            seen = torch.tensor(sorted(set(histories[i])), dtype=torch.long, device=logits.device)
+            row = logits[i, seen]
+            logits[i, seen] = torch.where(row > 0, row / p.repetition_penalty, row * p.repetition_penalty)
     chosen = logits.argmax(dim=-1).tolist()
     for i, p in enumerate(params):
         if p.temperature <= 0.0:
             continue
-        probs = torch.softmax(logits[i] / p.temperature, dim=-1)
+        row = logits[i] / p.temperature
+        if p.top_k > 0 and p.top_k < vocab:
+            kth = torch.topk(row, p.top_k).values[-1]
+            row = row.masked_fill(row < kth, float("-inf"))
+        probs = torch.softmax(row, dim=-1)
+        if p.min_p > 0.0:
+            probs = torch.where(probs >= p.min_p * probs.max(), probs, torch.zeros_like(probs))
+            probs = probs / probs.sum()
         if p.top_p < 1.0:
             probs = _top_p_filter(probs, p.top_p)
         chosen[i] = int(torch.multinomial(probs, 1, generator=generators[i]).item())
@@ -68,6 +89,16 @@ def find_stop(text: str, stops: Sequence[str]) -> int:
         if idx != -1 and (best == -1 or idx < best):
             best = idx
     return best
+
+
+def find_stop_match(text: str, stops: Sequence[str], start: int = 0) -> tuple[int, str]:
+    """Earliest stop-sequence match in ``text[start:]``: (index into ``text``, the stop), or (-1, "")."""
+    best, which = -1, ""
+    for s in stops:
+        idx = text.find(s, start)
+        if idx != -1 and (best == -1 or idx < best):
+            best, which = idx, s
+    return best, which
 
 
 def holdback(text: str, stops: Sequence[str]) -> int:

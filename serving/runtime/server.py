@@ -51,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--torch_threads",
         type=int,
-        default=int(os.environ.get("LLMOPS_TORCH_THREADS", "1")),
-        help="torch.set_num_threads for the generation worker; 0 keeps torch's default (all cores). "
-        "Default 1 (or $LLMOPS_TORCH_THREADS): several replicas share a machine in local rollouts, "
-        "and oversubscribed intra-op threads are far slower than one.",
+        default=int(os.environ["LLMOPS_TORCH_THREADS"]) if os.environ.get("LLMOPS_TORCH_THREADS") else None,
+        help="torch.set_num_threads for the generation worker; 0 keeps torch's default. Default "
+        "($LLMOPS_TORCH_THREADS or) the container's CPUs: cgroup cpu.max / cfs quota, else the affinity "
+        "mask. The local backend passes 1: its revisions share one machine.",
     )
     parser.add_argument("--dtype", default=None, help="Load weights as this torch dtype (e.g. bfloat16).")
     parser.add_argument(
@@ -186,8 +186,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if not logger.handlers:
             kserve_logging.configure_logging(args.log_config_file)
-    if args.torch_threads > 0:
-        torch.set_num_threads(args.torch_threads)
+    from serving.runtime.threads import choose_threads
+
+    threads = choose_threads(args.torch_threads)
+    torch.set_num_threads(threads.threads)
     model = LLMModel(
         args.model_name,
         args.model_dir,
@@ -202,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     if faults.enabled:
         logger.warning("TEST-ONLY fault injection is ON: %s", faults)
-    logger.info("torch threads: %d", torch.get_num_threads())
+    logger.info("torch threads: %s", threads.describe())
     install(model_server.app, model, faults)
 
     class _Server(ModelServer):

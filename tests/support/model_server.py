@@ -93,6 +93,7 @@ def start_model_server(
         *args,
     ]  # fmt: skip
     proc_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", **(env or {})}
+    proc_env.setdefault("LLMOPS_TORCH_THREADS", "1")  # test servers share a small machine (flag or env overrides)
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=proc_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     )

@@ -36,8 +36,8 @@ def prometheus_available() -> bool:
     return bool(shutil.which(PROMETHEUS) or Path(PROMETHEUS).is_file())
 
 
-def _static_configs(targets: Sequence[str]) -> list[dict]:
-    """One scrape job per metrics path (Prometheus scrapes one path per job)."""
+def _static_configs(targets: Sequence[str], labels: dict[str, dict[str, str]] | None = None) -> list[dict]:
+    """One scrape job per metrics path (Prometheus scrapes one path per job); ``labels``: per target."""
     by_path: dict[tuple[str, str], list[str]] = {}
     for t in targets:
         parts = urlsplit(t if "://" in t else f"http://{t}")
@@ -45,6 +45,10 @@ def _static_configs(targets: Sequence[str]) -> list[dict]:
         by_path.setdefault(key, []).append(parts.netloc)
     jobs = []
     for i, ((scheme, path), hosts) in enumerate(sorted(by_path.items())):
+        if labels:  # target labels, as a PodMonitor's relabelling attaches them (e.g. model_version, namespace)
+            statics = [{"targets": [h], "labels": labels.get(h, {})} for h in hosts]
+        else:
+            statics = [{"targets": hosts}]
         jobs.append(
             {
                 "job_name": f"llmops-{i}",
@@ -52,7 +56,7 @@ def _static_configs(targets: Sequence[str]) -> list[dict]:
                 "metrics_path": path,
                 "scrape_interval": "1s",
                 "scrape_timeout": "900ms",
-                "static_configs": [{"targets": hosts}],
+                "static_configs": statics,
             }
         )
     return jobs
@@ -60,7 +64,8 @@ def _static_configs(targets: Sequence[str]) -> list[dict]:
 
 @contextlib.contextmanager
 def run_prometheus(
-    targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0
+    targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0,
+    labels: dict[str, dict[str, str]] | None = None,
 ) -> Iterator[str]:
     """Start Prometheus scraping ``targets``; yield its URL.
 
@@ -77,7 +82,7 @@ def run_prometheus(
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": _static_configs(targets),
+        "scrape_configs": _static_configs(targets, labels),
     }
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))

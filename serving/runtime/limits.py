@@ -24,6 +24,7 @@ import hmac
 import json
 import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode
 
 from serving.errors import (
     AuthenticationError,
@@ -168,16 +169,27 @@ class RequestGuard:
             self._authorize(scope)
         m = VERSIONED.match(path)
         if m:
-            if m["version"] != self.model_version:
-                raise ModelNotFoundError(
-                    f"model {m['model']!r} has no version {m['version']!r} here; this server serves version "
-                    f"{self.model_version!r} (or drop /versions/... from the path)",
-                    param="model_version",
-                    code="model_version_not_found",
-                )
+            self._check_version(m["model"], m["version"])
             new_path = f"/v2/models/{m['model']}{m['rest'] or ''}"
             scope = {**scope, "path": new_path, "raw_path": new_path.encode()}
+        if scope["path"].startswith("/v2/models/") and b"model_version" in scope.get("query_string", b""):
+            # KServe binds ?model_version= on the unversioned routes too, and raises NotImplementedError (501).
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            for key, value in query:
+                if key == "model_version":
+                    self._check_version(scope["path"].split("/")[3], value)
+            kept = urlencode([(k, v) for k, v in query if k != "model_version"])
+            scope = {**scope, "query_string": kept.encode("latin-1")}
         return scope
+
+    def _check_version(self, model: str, version: str) -> None:
+        if version != self.model_version:
+            raise ModelNotFoundError(
+                f"model {model!r} has no version {version[:64]!r} here; this server serves version "
+                f"{self.model_version!r} (or leave the version out)",
+                param="model_version",
+                code="model_version_not_found",
+            )
 
     def _authorize(self, scope) -> None:
         token = self.limits.repository_token

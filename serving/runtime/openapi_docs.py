@@ -40,6 +40,24 @@ _ERRORS = {
 _ROUTE_ERRORS = (400, 404, 413, 429)
 
 
+class GenerationParameters(BaseModel):
+    """V1/V2 request ``parameters`` (see ``serving.runtime.model.V2_PARAMETERS``)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    ignore_eos: bool | None = None
+
+
+class V1PredictRequest(BaseModel):
+    """``POST /v1/models/{model_name}:predict`` body: prompts in ``instances``."""
+
+    instances: list[str]
+    parameters: GenerationParameters | None = None
+
+
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
     """Resolve ``#/$defs/...`` references in a pydantic JSON schema (our request models are not recursive)."""
     defs = schema.pop("$defs", {})
@@ -79,13 +97,24 @@ def document_errors(app) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.setdefault("ErrorResponse", _inline(ErrorResponse.model_json_schema()))
         ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+        v1_body = _inline(V1PredictRequest.model_json_schema())
         for path, item in schema.get("paths", {}).items():
             for method, op in item.items():
+                responses = op.setdefault("responses", {})
+                # Our handler answers FastAPI's validation errors with 400 (serving.runtime.server.install).
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", {"description": _ERRORS[400], **ref})
                 codes = [413] + ([400] if method == "post" else [])
+                if "{model_name}" in path:
+                    codes.append(404)
                 if path.startswith("/v2/repository/"):
                     codes += [401, 403]
+                elif method == "post":
+                    codes.append(429)
                 for code in codes:
-                    op.setdefault("responses", {}).setdefault(str(code), {"description": _ERRORS[code], **ref})
+                    responses.setdefault(str(code), {"description": _ERRORS[code], **ref})
+                if path.startswith("/v1/models/") and method == "post" and "requestBody" not in op:
+                    op["requestBody"] = {"required": True, "content": {"application/json": {"schema": v1_body}}}
         app.openapi_schema = schema
         return schema
 

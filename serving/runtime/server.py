@@ -147,7 +147,7 @@ def install(app, model, faults: FaultConfig | None = None) -> None:
     from serving.runtime.openai_api import build_router, error_response
     from serving.runtime.openapi_docs import ErrorResponse, document_errors
 
-    async def ready() -> JSONResponse:
+    async def ready():
         # Registered before KServe's /v2/health/ready (first match wins), whose DataPlane.ready() is always
         # True: here readiness follows the model, so an unloaded model or a dead worker reads not ready.
         if await model.healthy():
@@ -159,7 +159,7 @@ def install(app, model, faults: FaultConfig | None = None) -> None:
         )
 
     app.add_api_route(
-        "/v2/health/ready", ready, methods=["GET"], tags=["V2"],
+        "/v2/health/ready", ready, methods=["GET"], tags=["V2"], response_model=None,
         responses={503: {"model": ErrorResponse, "description": "The model cannot serve."}},
     )  # fmt: skip
     app.include_router(build_router(model))

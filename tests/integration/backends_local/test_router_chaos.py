@@ -1,0 +1,107 @@
+"""Chaos: kill -9 a revision's real model server under load, behind the local router at a 50/50 split.
+
+Measured (printed; run with ``-s``): the share of failed requests from the kill until the
+restarted revision answers again, and that time to recovery. The router retries refused
+connections on the other revision and ejects the dead one, so only requests that were
+in flight on the killed server may fail; the router's supervisor restarts it with backoff
+and the routes take it back once it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import httpx
+import psutil
+import pytest
+
+from serving.backends.local import LocalBackend
+from serving.isvc import PredictorSpec, ServiceSpec, render_isvc
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NS, NAME = "default", "chaos"
+CLIENTS = 4
+PAUSE_S = 0.02  # between one client's requests: load without starving the restart of CPU
+READY_S = 240
+
+
+def _isvc(model, version, canary=None):
+    spec = ServiceSpec(name=NAME, predictor=PredictorSpec(storage_uri=str(model), model_version=version))
+    return render_isvc(spec, canary)
+
+
+@pytest.fixture
+def backend(tmp_path):
+    b = LocalBackend(tmp_path / "state", restart_backoff_s=1.0, stop_timeout_s=5.0)
+    yield b
+    for ns, name in b.services():
+        b.delete(name, ns)
+
+
+def test_killed_revision_under_load_recovers_with_few_failures(backend, micro_model):
+    backend.apply(_isvc(micro_model, "1"))
+    assert _ready(backend.wait_ready(NAME, NS, READY_S))
+    backend.apply(_isvc(micro_model, "2", canary=50))
+    assert _ready(backend.wait_ready(NAME, NS, READY_S))
+    url = backend.endpoints(NAME, NS).url
+    victim = "chaos-predictor-00002"
+    shell = psutil.Process(backend.pids(NAME, NS)[victim])
+    server_pid = shell.children()[0].pid
+    body = {"model": NAME, "prompt": "Q: add 1 and 2\nA:", "max_tokens": 4, "temperature": 0}
+    log: list[tuple[float, int, str | None]] = []  # (finished at, status, revision)
+    killed_at: list[float] = []
+
+    async def client(c: httpx.AsyncClient, stop: asyncio.Event):
+        while not stop.is_set():
+            try:
+                r = await c.post("/openai/v1/completions", json=body)
+                log.append((time.monotonic(), r.status_code, r.headers.get("x-llmops-revision")))
+            except httpx.HTTPError:
+                log.append((time.monotonic(), 0, None))
+            await asyncio.sleep(PAUSE_S)
+
+    async def scenario():
+        stop = asyncio.Event()
+        async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+            tasks = [asyncio.create_task(client(c, stop)) for _ in range(CLIENTS)]
+            await asyncio.sleep(3)  # steady state
+            os.kill(server_pid, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+            deadline = killed_at[0] + READY_S
+            while time.monotonic() < deadline:  # until the restarted revision answers again, then 2 s more
+                back = [t for t, code, rev in log if t > killed_at[0] and code == 200 and rev == victim]
+                if back and time.monotonic() > back[0] + 2:
+                    break
+                await asyncio.sleep(0.1)
+            stop.set()
+            await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    kill = killed_at[0]
+    before = [e for e in log if e[0] <= kill]
+    back_at = min(t for t, code, rev in log if t > kill and code == 200 and rev == victim)
+    window = [e for e in log if kill < e[0] <= back_at]
+    failed = [e for e in window if e[1] != 200]
+    after = [e for e in log if e[0] > back_at]
+    share = len(failed) / max(len(window), 1)
+    print(
+        f"\nchaos: {len(before)} requests before the kill ({sum(r == victim for *_, r in before)} on {victim}); "
+        f"kill -> revision back in {back_at - kill:.1f}s; {len(failed)}/{len(window)} failed in that window "
+        f"({share:.1%}, codes {sorted({e[1] for e in failed})}); after: {len(after)} requests, "
+        f"{sum(e[2] == victim for e in after)} on {victim}, {sum(e[1] != 200 for e in after)} failed"
+    )
+    assert all(code == 200 for _, code, _ in before)
+    assert len(failed) <= CLIENTS  # at most the requests in flight on the killed server when it died
+    assert all(code == 200 for _, code, _ in after)
+    assert any(rev == victim for *_, rev in after)  # re-admitted: it takes its share again
+    obj = backend.get(NAME, NS)
+    assert _ready(obj)
+    assert backend.pids(NAME, NS)[victim] != shell.pid  # a new process
+
+
+def _ready(obj) -> bool:
+    return {c["type"]: c["status"] for c in obj["status"]["conditions"]}.get("Ready") == "True"

@@ -90,16 +90,19 @@ def test_schema_fuzz_of_every_documented_route_gives_no_5xx(server, client, base
         *[op.as_strategy(generation_mode=mode) for op in operations for mode in GenerationMode]  # valid and invalid
     )
     seen: dict[str, set[int]] = {}
+    classes: dict[str, int] = {}
 
     @FUZZ_SETTINGS
     @given(case=strategy)
     def fuzz(case):
         resp = case.call(timeout=60)
         seen.setdefault(case.operation.label, set()).add(resp.status_code)
+        classes[f"{resp.status_code // 100}xx"] = classes.get(f"{resp.status_code // 100}xx", 0) + 1
         assert resp.status_code < 500, (case.operation.label, resp.status_code, resp.text[:300], case.body)
 
     fuzz()
     assert len(seen) >= 10  # most routes were reached
+    print(f"\nschema fuzz: {len(seen)} operations, status classes {dict(sorted(classes.items()))}")
     assert_still_serving(server, client, baseline_rss)
 
 
@@ -162,11 +165,16 @@ def _mutation_fuzz(client, target, extra, value):
     if raw.count("[") > 60:  # hypothesis' recursive lists: keep some deep ones, cap the rest
         raw = raw[:4000]
     resp = client.post(route, content=raw, headers={"content-type": "application/json"})
+    MUTATION_CLASSES[f"{resp.status_code // 100}xx"] = MUTATION_CLASSES.get(f"{resp.status_code // 100}xx", 0) + 1
     _assert_refusal(resp, (route, path, extra, raw[:200]))
+
+
+MUTATION_CLASSES: dict[str, int] = {}
 
 
 def test_one_hostile_field_per_request_gives_no_5xx(server, client, baseline_rss):
     _mutation_fuzz(client)
+    print(f"\nmutation fuzz: status classes {dict(sorted(MUTATION_CLASSES.items()))}")
     assert_still_serving(server, client, baseline_rss)
 
 

@@ -26,8 +26,9 @@ Faults, as Envoy's outlier detection and retry policy handle them:
   ready revisions in proportion to their weights. When every revision is ejected the
   router sends to all of them (Envoy's panic mode) rather than refusing everything.
 * **One retry** on another revision when the failure happened before any byte reached the
-  client: a refused connection for any method, a reset or a 503 for idempotent methods or
-  for bodies small enough to replay (POSTs whose connection was refused were never read).
+  client and the body is small enough to replay: a refused connection or a 503 for any
+  method, a reset for idempotent methods and the inference routes (generation has no side
+  effects, so a completion cut before its answer is simply generated again).
 * **A stream cut mid-way** ends with an SSE ``data: {"error": ...}`` event (no ``[DONE]``)
   for ``text/event-stream`` answers; other bodies end with a broken connection, never a
   clean end the client would read as complete.
@@ -254,6 +255,13 @@ def _error(status: int, message: str, type_: str, code: str):
     return JSONResponse(body, status_code=status)
 
 
+def _idempotent(method: str, path: str) -> bool:
+    """Safe to send twice: idempotent methods, and POSTs to the model server's inference routes."""
+    from serving.runtime.server import INFERENCE_PATHS
+
+    return method in IDEMPOTENT or (method == "POST" and INFERENCE_PATHS.match(path) is not None)
+
+
 def _sse_error(message: str) -> bytes:
     body = {"error": {"message": message, "type": "bad_gateway", "param": None, "code": "upstream_stream_broken"}}
     return f"data: {json.dumps(body)}\n\n".encode()
@@ -398,9 +406,10 @@ def build_app(
             except httpx.TransportError as exc:
                 health_of.failure(target)
                 failure = f"revision {target.revision} at {target.url} is unreachable: {type(exc).__name__}: {exc}"
-                # A refused connection never read the body: safe to resend; otherwise only idempotent requests.
+                # A refused connection never read the body: safe to resend; otherwise only idempotent requests
+                # (inference has no side effects: a completion cut before its answer can be generated again).
                 refused = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
-                retry_ok = body.replayable and (refused or request.method in IDEMPOTENT)
+                retry_ok = body.replayable and (refused or _idempotent(request.method, path))
                 log.warning("%s", failure)
             else:
                 if upstream.status_code in GATEWAY_FAILURE_CODES:

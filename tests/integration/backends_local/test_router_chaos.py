@@ -2,8 +2,8 @@
 
 Measured (printed; run with ``-s``): the share of failed requests from the kill until the
 restarted revision answers again, and that time to recovery. The router retries refused
-connections on the other revision and ejects the dead one, so only requests that were
-in flight on the killed server may fail; the router's supervisor restarts it with backoff
+connections on the other revision, and requests cut before their answer (inference has no
+side effects), and ejects the dead one; the router's supervisor restarts it with backoff
 and the routes take it back once it is ready.
 """
 
@@ -96,7 +96,7 @@ def test_killed_revision_under_load_recovers_with_few_failures(backend, micro_mo
         f"{sum(e[2] == victim for e in after)} on {victim}, {sum(e[1] != 200 for e in after)} failed"
     )
     assert all(e[1] == 200 for e in before)
-    assert len(failed) <= CLIENTS  # at most the requests in flight on the killed server when it died
+    assert not failed  # refused and cut requests were retried on the other revision
     assert all(e[1] == 200 for e in after)
     assert any(e[2] == victim for e in after)  # re-admitted: it takes its share again
     obj = backend.get(NAME, NS)

@@ -11,7 +11,10 @@ Exception tree::
     ├── OverloadedError                429 rate_limit_error        (queue full; carries Retry-After)
     ├── ShuttingDownError              503 service_unavailable     (SIGTERM received, draining)
     ├── RequestTimeoutError            504 timeout_error           (--request_timeout_s exceeded)
-    └── InjectedFaultError             500 server_error            (test-only --fault_error_rate)
+    ├── InjectedFaultError             500 server_error            (test-only --fault_error_rate)
+    ├── AuthenticationError            401 authentication_error    (control route without the right token)
+    ├── PermissionDeniedError          403 permission_error        (control routes switched off)
+    └── ClientDisconnectedError        499 client_closed_request   (the client went away; nobody reads it)
 
 Every error renders as an OpenAI-style body
 ``{"error": {"message", "type", "param", "code"}}`` via :func:`error_body`.
@@ -82,6 +85,18 @@ class InjectedFaultError(ServingError):
     """A deliberate failure from ``--fault_error_rate`` (canary tests only)."""
 
 
+class AuthenticationError(ServingError):
+    """A protected route was called without the right bearer token."""
+
+
+class PermissionDeniedError(ServingError):
+    """The route exists but is switched off on this server."""
+
+
+class ClientDisconnectedError(ServingError):
+    """The client closed its connection before the answer was ready (nginx's 499)."""
+
+
 # Most specific class first; the first isinstance match wins.
 HTTP_STATUS: tuple[tuple[type[ServingError], HTTPStatus, str], ...] = (
     (InvalidRequestError, HTTPStatus.BAD_REQUEST, "invalid_request_error"),
@@ -91,6 +106,9 @@ HTTP_STATUS: tuple[tuple[type[ServingError], HTTPStatus, str], ...] = (
     (ShuttingDownError, HTTPStatus.SERVICE_UNAVAILABLE, "service_unavailable"),
     (RequestTimeoutError, HTTPStatus.GATEWAY_TIMEOUT, "timeout_error"),
     (InjectedFaultError, HTTPStatus.INTERNAL_SERVER_ERROR, "server_error"),
+    (AuthenticationError, HTTPStatus.UNAUTHORIZED, "authentication_error"),
+    (PermissionDeniedError, HTTPStatus.FORBIDDEN, "permission_error"),
+    (ClientDisconnectedError, 499, "client_closed_request"),  # type: ignore[list-item]  # no HTTPStatus member
     (ServingError, HTTPStatus.INTERNAL_SERVER_ERROR, "server_error"),
 )
 
@@ -120,4 +138,6 @@ def error_headers(exc: ServingError) -> dict[str, str]:
     """Extra response headers for an error (``Retry-After`` for 429)."""
     if isinstance(exc, OverloadedError):
         return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, AuthenticationError):
+        return {"WWW-Authenticate": "Bearer"}
     return {}

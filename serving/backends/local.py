@@ -457,6 +457,13 @@ class LocalBackend(ServingBackend):
         stop_timeout_s: grace period between SIGTERM and SIGKILL.
         clock: wall-clock seconds (injected in tests; shared across processes,
             hence not monotonic).
+        restart_backoff_s: delay before restarting a revision that crashed after being
+            ready; doubles per crash up to ``max_restart_backoff_s`` (Kubernetes'
+            CrashLoopBackOff, shorter), and resets after a minute of being ready.
+        max_restart_backoff_s: the cap of that delay.
+        supervise: let each service's router reconcile it every ``supervise_interval_s``
+            (so crashed revisions restart with nobody calling); off with an injected clock.
+        supervise_interval_s: seconds between the router's reconciles.
     """
 
     def __init__(
@@ -470,6 +477,10 @@ class LocalBackend(ServingBackend):
         probe_timeout_s: float = 1.0,
         stop_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        restart_backoff_s: float = 1.0,
+        max_restart_backoff_s: float = 30.0,
+        supervise: bool | None = None,
+        supervise_interval_s: float = 1.0,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.server_command = list(server_command or [sys.executable, "-m", "serving"])
@@ -479,6 +490,11 @@ class LocalBackend(ServingBackend):
         self.probe_timeout_s = probe_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.clock = clock
+        self.restart_backoff_s = restart_backoff_s
+        self.max_restart_backoff_s = max_restart_backoff_s
+        # The supervisor reconciles on the wall clock: a backend with an injected clock (tests) must not race it.
+        self.supervise = (clock is time.time) if supervise is None else supervise
+        self.supervise_interval_s = supervise_interval_s
         self._thread_lock = threading.RLock()
         self._depth = 0
         self._lock_fh: Any = None
@@ -607,6 +623,26 @@ class LocalBackend(ServingBackend):
                 return ()
             return (f"http://{self.host}:{rev['port']}",)
 
+    # ------------------------------------------------------------------ supervision
+
+    @classmethod
+    def for_supervision(cls, state_dir: str | os.PathLike[str], name: str, namespace: str) -> "LocalBackend":
+        """A backend configured as the one that started the service (its settings are in the state)."""
+        backend = cls(state_dir, supervise=True)
+        with backend._locked() as state:
+            conf = dict(backend._record(state, name, namespace).get("supervision") or {})
+        for key in ("server_command", "router_command", "host", "ready_timeout_s", "probe_timeout_s",
+                    "stop_timeout_s", "restart_backoff_s", "max_restart_backoff_s", "supervise_interval_s"):
+            if key in conf:
+                setattr(backend, key, conf[key])
+        return backend
+
+    def _restart_delay(self, rev: dict[str, Any], now: float) -> float:
+        if now - (rev.get("ready_at") or now) > 60.0:
+            rev["restarts"] = 0  # it ran fine for a while: start the backoff over
+        rev["restarts"] = rev.get("restarts", 0) + 1
+        return min(self.restart_backoff_s * 2 ** (rev["restarts"] - 1), self.max_restart_backoff_s)
+
     # ------------------------------------------------------------------ extras
 
     def services(self) -> list[tuple[str, str]]:
@@ -730,6 +766,8 @@ class LocalBackend(ServingBackend):
         rollout = record["rollout"]
         latest = record["revisions"].get(rollout["latest_created"] or "")
         if latest is not None and same_template(latest["template"], template):
+            if latest["state"] == "Failed" and latest.get("restart_at") is not None:  # crashed: re-apply restarts it
+                self._start_revision(record, rollout["latest_created"])
             return
         name = record["object"]["metadata"]["name"]
         namespace = record["object"]["metadata"]["namespace"]
@@ -767,7 +805,7 @@ class LocalBackend(ServingBackend):
         log_file, exit_file = logs / f"{rev_name}.log", logs / f"{rev_name}.exit"
         with contextlib.suppress(FileNotFoundError):
             exit_file.unlink()
-        rev.update(state="Starting", reason=None, started_at=self.clock(), pid=None, port=None)
+        rev.update(state="Starting", reason=None, started_at=self.clock(), pid=None, port=None, restart_at=None)
         uri = rev["template"]["model"]["storageUri"]
         if is_image_ref(uri):
             from components.build_image.errors import ImageBuildError
@@ -879,6 +917,9 @@ class LocalBackend(ServingBackend):
                 self._stop(rev, f"revision {rev_name} (no longer serving or a rollback target)")
             elif rev_name in keep and rev["state"] == "Stopped":
                 self._start_revision(record, rev_name)
+            elif rev_name in keep and rev["state"] == "Failed" and (rev.get("restart_at") or now + 1) <= now:
+                log.info("restarting revision %s (restart %d)", rev_name, rev.get("restarts", 0))
+                self._start_revision(record, rev_name)
         self._ensure_router(record, now)
         router_url = self._router_url(record)
         record["traffic"] = [
@@ -906,12 +947,17 @@ class LocalBackend(ServingBackend):
             tail = _tail(self._log_dir(name, namespace) / f"{rev_name}.log")
             where = "before becoming ready" if rev["state"] == "Starting" else "after being ready"
             reason = f"model server {how} {where}"
+            restart_at = None
+            if rev["state"] == "Ready" or rev.get("restarts"):  # it served once: supervise it (restart with backoff)
+                delay = self._restart_delay(rev, now)
+                restart_at = now + delay
+                reason += f"; restarting in {delay:g}s (restart {rev['restarts']})"
             if tail:
                 reason += f"; last output: {tail}"
             child = self._children.pop(rev.get("pid") or -1, None)
             if child is not None:
                 child.poll()  # reap it
-            rev.update(state="Failed", reason=reason, pid=None, create_time=None)
+            rev.update(state="Failed", reason=reason, pid=None, create_time=None, restart_at=restart_at)
             log.warning("revision %s failed: %s", rev_name, reason)
             return
         if rev["state"] == "Starting":
@@ -940,6 +986,15 @@ class LocalBackend(ServingBackend):
         if not routes.exists():
             _atomic_write_json(routes, {"name": meta["name"], "namespace": meta["namespace"], "targets": []})
         argv = [*self.router_command, "--routes", str(routes), "--host", self.host, "--port", str(router["port"])]
+        if self.supervise:
+            record["supervision"] = {
+                "server_command": self.server_command, "router_command": self.router_command, "host": self.host,
+                "ready_timeout_s": self.ready_timeout_s, "probe_timeout_s": self.probe_timeout_s,
+                "stop_timeout_s": self.stop_timeout_s, "restart_backoff_s": self.restart_backoff_s,
+                "max_restart_backoff_s": self.max_restart_backoff_s, "supervise_interval_s": self.supervise_interval_s,
+            }  # fmt: skip
+            argv += ["--state-dir", str(self.state_dir), "--service", f"{meta['namespace']}/{meta['name']}",
+                     "--supervise-interval-s", str(self.supervise_interval_s)]  # fmt: skip
         log_file = self._log_dir(meta["name"], meta["namespace"]) / "router.log"
         proc = self._spawn(argv, log_file, None, dict(os.environ))
         router.update(pid=proc.pid, create_time=_create_time(proc.pid), state="Starting", started_at=now)
@@ -950,7 +1005,8 @@ class LocalBackend(ServingBackend):
         targets = []
         for t in traffic:
             rev = record["revisions"].get(t.revision) or {}
-            url = f"http://{self.host}:{rev['port']}" if rev.get("port") else None
+            # Only a ready revision gets traffic: a crashed or restarting one sits out, its share goes to the others.
+            url = f"http://{self.host}:{rev['port']}" if rev.get("port") and rev.get("state") == "Ready" else None
             targets.append(
                 {
                     "revision": t.revision,

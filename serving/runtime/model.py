@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from kserve.logging import logger
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from serving.errors import (
+    ClientDisconnectedError,
     ContextLengthError,
     InvalidRequestError,
     RequestTimeoutError,
@@ -27,7 +29,14 @@ from serving.errors import (
 )
 from serving.runtime.config import EngineConfig, SamplingParams
 from serving.runtime.engine import FINISH_ERROR, FINISH_TIMEOUT, GenerationEngine, GenerationEvent, RequestHandle
+from serving.runtime.limits import RequestLimits, client_gone
 from serving.runtime.metrics import RuntimeMetrics
+from serving.runtime.validation import SEED_MAX, SEED_MIN, check_text
+
+# Below this temperature, sampling is greedy (as vLLM's _SAMPLING_EPS): logits / 1e-40 overflow to inf.
+MIN_TEMPERATURE = 1e-5
+# Below this nucleus mass, only the most likely token is kept (float32 rounds 1e-300 to 0).
+MIN_TOP_P = 1e-6
 
 
 class ModelLoadError(RuntimeError):
@@ -66,6 +75,7 @@ class LLMModel(Model):
         torch_dtype: dtype to load the weights in (default: as stored).
         trust_remote_code: allow custom modelling code from the folder (off by default).
         clock: monotonic clock, injectable for tests.
+        limits: request limits (the prompt character limit is checked before tokenizing).
     """
 
     def __init__(
@@ -77,6 +87,7 @@ class LLMModel(Model):
         torch_dtype: str | None = None,
         trust_remote_code: bool = False,
         clock=time.monotonic,
+        limits: RequestLimits | None = None,
     ):
         super().__init__(name)
         self.model_dir = Path(model_dir)
@@ -85,6 +96,9 @@ class LLMModel(Model):
         self.torch_dtype = torch_dtype
         self.trust_remote_code = trust_remote_code
         self.clock = clock
+        self.limits = (limits or RequestLimits()).validate()
+        # Tokenizing and chat templating run here, off the event loop: a long prompt delays no other request.
+        self._tokenize_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmops-tokenize")
         self.metrics = RuntimeMetrics(name, model_version)
         self.created = int(time.time())
         self.tokenizer = None
@@ -169,10 +183,48 @@ class LLMModel(Model):
             InvalidRequestError: empty prompt.
             ContextLengthError: too many tokens.
         """
-        if not text:
-            raise InvalidRequestError(f"{param} must not be empty", param=param, code="empty_prompt")
+        self.check_prompt_text(text, param)
         ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         return self.check_prompt_ids(ids, param)
+
+    def check_prompt_text(self, text: str, param: str = "prompt") -> None:
+        """Cheap checks before tokenizing: non-empty, within the character limit, valid Unicode.
+
+        Raises:
+            InvalidRequestError: empty or a lone surrogate.
+            ContextLengthError: longer than ``--max_prompt_chars``.
+        """
+        if not text:
+            raise InvalidRequestError(f"{param} must not be empty", param=param, code="empty_prompt")
+        limit = self.limits.prompt_chars(self.engine_config.max_prompt_tokens or 1)
+        if len(text) > limit:
+            raise ContextLengthError(
+                f"{param} has {len(text)} characters, more than the limit of {limit} (--max_prompt_chars); "
+                "shorten the prompt",
+                param=param,
+                code="context_length_exceeded",
+            )
+        check_text(text, param)
+
+    async def encode_text_async(self, text: str, param: str = "prompt") -> list[int]:
+        """:meth:`encode_text` with the tokenizer run off the event loop (limits checked first, on it)."""
+        self.check_prompt_text(text, param)
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, self.encode_text, text, param)
+
+    async def chat_prompt_async(self, messages: list[dict[str, str]]) -> list[int]:
+        """:meth:`chat_prompt` off the event loop, after checking the messages' total length."""
+        for i, m in enumerate(messages):
+            check_text(m["content"], f"messages.{i}.content")
+        total = sum(len(m["content"]) for m in messages)
+        limit = self.limits.prompt_chars(self.engine_config.max_prompt_tokens or 1)
+        if total > limit:
+            raise ContextLengthError(
+                f"messages hold {total} characters, more than the limit of {limit} (--max_prompt_chars); "
+                "shorten them",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, self.chat_prompt, messages)
 
     def check_prompt_ids(self, ids: Sequence[int], param: str = "prompt") -> list[int]:
         """Check token ids: non-empty, in the vocabulary, within ``max_prompt_tokens``."""
@@ -256,10 +308,24 @@ class LLMModel(Model):
                 code="context_length_exceeded",
             )
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        temperature = 1.0 if temperature is None else temperature
+        top_p = 1.0 if top_p is None else top_p
+        if not 0.0 <= temperature <= 2.0:  # before float(): a huge int overflows it
+            raise InvalidRequestError(
+                f"temperature must be within [0, 2], got {temperature}", param="temperature", code="invalid_value"
+            )
+        if not 0.0 < top_p <= 1.0:
+            raise InvalidRequestError(f"top_p must be within (0, 1], got {top_p}", param="top_p", code="invalid_value")
+        if seed is not None and not SEED_MIN <= seed <= SEED_MAX:
+            raise InvalidRequestError(
+                f"seed must be within [{SEED_MIN}, {SEED_MAX}], got {seed}", param="seed", code="invalid_value"
+            )
+        for i, s in enumerate(stops):
+            check_text(s, f"stop.{i}")
         return SamplingParams(
             max_tokens=max_tokens,
-            temperature=1.0 if temperature is None else float(temperature),
-            top_p=1.0 if top_p is None else float(top_p),
+            temperature=0.0 if temperature < MIN_TEMPERATURE else float(temperature),
+            top_p=max(float(top_p), MIN_TOP_P),
             stop=stops,
             seed=seed,
             ignore_eos=ignore_eos,
@@ -280,9 +346,16 @@ class LLMModel(Model):
             RequestTimeoutError: the deadline passed (the request is cancelled).
             ServingError: the generation failed.
         """
+        gone = None if handle.stream else client_gone()  # streams: Starlette cancels them on disconnect
         try:
             async with asyncio.timeout(max(deadline - self.clock(), 0.001)):
-                event = await handle.next_events()
+                if gone is None:
+                    event = await handle.next_events()
+                else:
+                    event = await _first_of(handle.next_events(), gone)
+                    if event is None:
+                        handle.cancel()  # the worker drops the row at its next step
+                        raise ClientDisconnectedError("the client disconnected", code="client_disconnected")
         except TimeoutError:
             handle.cancel()
             event = GenerationEvent("", FINISH_TIMEOUT, 0, 0)
@@ -348,7 +421,7 @@ class LLMModel(Model):
             )
         jobs = []
         for i, text in enumerate(texts):
-            ids = self.encode_text(text, param=f"inputs[{i}]")
+            ids = await self.encode_text_async(text, param=f"inputs[{i}]")
             params = self.sampling_params(
                 len(ids),
                 parameters.get("max_tokens"),
@@ -362,6 +435,18 @@ class LLMModel(Model):
             jobs.append((ids, params))
         results = await asyncio.gather(*(self.generate(ids, p) for ids, p in jobs))
         return [r.text for r in results]
+
+
+async def _first_of(events, gone: asyncio.Event):
+    """Await ``events`` unless ``gone`` is set first (then None, with ``events`` cancelled)."""
+    get, wait = asyncio.ensure_future(events), asyncio.ensure_future(gone.wait())
+    try:
+        done, _ = await asyncio.wait({get, wait}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (get, wait):
+            if not task.done():
+                task.cancel()
+    return get.result() if get in done else None
 
 
 def _context_length(config) -> int:

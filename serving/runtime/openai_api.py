@@ -35,9 +35,12 @@ from serving.errors import (
     http_status,
 )
 from serving.runtime.engine import FINISH_LENGTH, FINISH_STOP
+from serving.runtime.limits import PARSED_BODY_KEY
 from serving.runtime.model import LLMModel
 from serving.runtime import vllm_compat
 from serving.runtime.vllm_compat import VLLMChatExtensions, VLLMExtensions, VLLMStreamOptions
+from serving.runtime.openapi_docs import route_docs
+from serving.runtime.validation import load_json
 
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: far above any prompt the context allows
 
@@ -161,9 +164,19 @@ def _validation_message(exc: ValidationError) -> tuple[str, str]:
 async def read_json(request: Request) -> dict:
     """Read a JSON object body, at most :data:`MAX_BODY_BYTES`.
 
+    The server's :class:`~serving.runtime.limits.RequestGuard` has already parsed and checked it
+    (depth, number range, Unicode); without the guard it is parsed here with the same checks.
+
     Raises:
         PayloadTooLargeError, InvalidRequestError.
     """
+    if PARSED_BODY_KEY in request.scope:
+        body = request.scope[PARSED_BODY_KEY]
+        if not isinstance(body, dict):
+            raise InvalidRequestError(
+                f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json"
+            )
+        return body
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise PayloadTooLargeError(f"the request body exceeds {MAX_BODY_BYTES} bytes", code="payload_too_large")
@@ -173,13 +186,7 @@ async def read_json(request: Request) -> dict:
         if size > MAX_BODY_BYTES:
             raise PayloadTooLargeError(f"the request body exceeds {MAX_BODY_BYTES} bytes", code="payload_too_large")
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise InvalidRequestError("the request body is empty; send a JSON object", code="invalid_json")
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+    body = load_json(b"".join(chunks))
     if not isinstance(body, dict):
         raise InvalidRequestError(
             f"the request body must be a JSON object, got {type(body).__name__}", code="invalid_json"
@@ -253,7 +260,7 @@ def build_router(model: LLMModel) -> APIRouter:
         card = OpenAIModel(id=model.name, created=model.created, object="model", owned_by="llmops")
         return JSONResponse({"object": "list", "data": [card.model_dump()]})
 
-    @router.post("/completions")
+    @router.post("/completions", **route_docs(CompletionRequest))
     async def completions(request: Request):
         try:
             req: CompletionRequest = _parse(CompletionRequest, await read_json(request))
@@ -270,7 +277,7 @@ def build_router(model: LLMModel) -> APIRouter:
                             code="unsupported_parameter",
                         )
                     prompt = prompt[0]
-                ids = model.encode_text(prompt)
+                ids = await model.encode_text_async(prompt)
             params = model.sampling_params(
                 len(ids), req.max_tokens, 16, req.temperature, req.top_p, req.stop, req.seed, req.ignore_eos
             )
@@ -328,7 +335,7 @@ def build_router(model: LLMModel) -> APIRouter:
         )
         return JSONResponse(_dump(out))
 
-    @router.post("/chat/completions")
+    @router.post("/chat/completions", **route_docs(ChatRequest))
     async def chat_completions(request: Request):
         try:
             req: ChatRequest = _parse(ChatRequest, await read_json(request))
@@ -338,7 +345,7 @@ def build_router(model: LLMModel) -> APIRouter:
                     "set either max_tokens or max_completion_tokens, not both", param="max_completion_tokens"
                 )
             messages = [_message_dict(m, i) for i, m in enumerate(req.messages)]
-            ids = model.chat_prompt(messages)
+            ids = await model.chat_prompt_async(messages)
             limit_param = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
             params = model.sampling_params(
                 len(ids),

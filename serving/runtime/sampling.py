@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import torch
 
 from serving.runtime.config import SamplingParams
+from serving.runtime.sampler_guard import guard_rows
 
 
+@guard_rows
 def choose_tokens(
     logits: torch.Tensor,
     params: Sequence[SamplingParams],

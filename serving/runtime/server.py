@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import re
 import time
 from collections.abc import Sequence
 
-from serving.errors import InjectedFaultError, ServingError, error_body, error_headers, http_status
+from serving.errors import InjectedFaultError, ServingError
 from serving.runtime.config import ConfigError, EngineConfig, FaultConfig
+from serving.runtime.limits import REPOSITORY_TOKEN_ENV, RequestLimits
 
 INFERENCE_PATHS = re.compile(
     r"^/(openai/v1/(chat/)?completions|v2/models/[^/]+(/versions/[^/]+)?/infer|v1/models/[^/]+:predict)$"
@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch.set_num_threads for the generation worker; 0 keeps torch's default. Default "
         "($LLMOPS_TORCH_THREADS or) the container's CPUs: cgroup cpu.max / cfs quota, else the affinity "
         "mask. The local backend passes 1: its revisions share one machine.",
+    )
+    parser.add_argument(
+        "--max_body_bytes", type=int, default=1 << 20, help="Largest request body on any route (413 beyond)."
+    )
+    parser.add_argument(
+        "--max_prompt_chars",
+        type=int,
+        default=None,
+        help="Longest prompt in characters, checked before tokenizing (default: 64 x max_prompt_tokens).",
     )
     parser.add_argument("--dtype", default=None, help="Load weights as this torch dtype (e.g. bfloat16).")
     parser.add_argument(
@@ -117,30 +126,47 @@ class InferenceMiddleware:
 
 
 async def _send_error(send, exc: ServingError) -> None:
-    status, _ = http_status(exc)
-    body = json.dumps(error_body(exc)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error_headers(exc).items()]
-    await send({"type": "http.response.start", "status": int(status), "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    from serving.runtime.limits import send_error
+
+    await send_error(send, exc)
 
 
 def install(app, model, faults: FaultConfig | None = None) -> None:
-    """Add the OpenAI routes, the inference middleware and the ServingError handler to KServe's app.
+    """Add the OpenAI routes, the request guard, the inference middleware and the ServingError handler.
 
     Args:
         app: ``kserve.model_server.app`` (or any FastAPI app KServe serves).
-        model: the loaded ``LLMModel``.
+        model: the loaded ``LLMModel`` (its ``limits`` configure the guard).
         faults: TEST-ONLY faults.
     """
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
     from serving.errors import InvalidRequestError
+    from serving.runtime.limits import RequestGuard
     from serving.runtime.openai_api import build_router, error_response
+    from serving.runtime.openapi_docs import ErrorResponse, document_errors
 
+    async def ready():
+        # Registered before KServe's /v2/health/ready (first match wins), whose DataPlane.ready() is always
+        # True: here readiness follows the model, so an unloaded model or a dead worker reads not ready.
+        if await model.healthy():
+            return JSONResponse({"ready": True})
+        return JSONResponse(
+            {"error": {"message": f"model {model.name} cannot serve", "type": "service_unavailable",
+                       "param": None, "code": "not_ready"}},
+            status_code=503,
+        )
+
+    app.add_api_route(
+        "/v2/health/ready", ready, methods=["GET"], tags=["V2"], response_model=None,
+        responses={503: {"model": ErrorResponse, "description": "The model cannot serve."}},
+    )  # fmt: skip
     app.include_router(build_router(model))
+    # Added first, so innermost: the inference middleware still counts the guard's refusals.
+    app.add_middleware(RequestGuard, limits=model.limits, model_version=model.model_version)
     app.add_middleware(InferenceMiddleware, metrics=model.metrics, faults=faults or FaultConfig())
+    document_errors(app)
 
     async def serving_error_handler(_request, exc: ServingError) -> JSONResponse:
         return error_response(exc)
@@ -171,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             request_timeout_s=args.request_timeout_s,
         ).validate()
         faults = FaultConfig(args.fault_latency_ms, args.fault_error_rate, args.fault_seed).validate()
+        limits = RequestLimits(
+            max_body_bytes=args.max_body_bytes,
+            max_prompt_chars=args.max_prompt_chars,
+            repository_token=os.environ.get(REPOSITORY_TOKEN_ENV) or None,
+        ).validate()
     except ConfigError as exc:
         raise SystemExit(f"error: {exc}") from None
 
@@ -197,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         engine_config=engine_config,
         torch_dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
+        limits=limits,
     )
     try:
         model.load()
@@ -205,6 +237,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if faults.enabled:
         logger.warning("TEST-ONLY fault injection is ON: %s", faults)
     logger.info("torch threads: %s", threads.describe())
+    logger.info(
+        "request limits: body %d bytes, prompt %d characters, model repository routes %s",
+        limits.max_body_bytes,
+        limits.prompt_chars(model.engine_config.max_prompt_tokens),
+        "on (bearer token)" if limits.repository_token else "off",
+    )
     install(model_server.app, model, faults)
 
     class _Server(ModelServer):

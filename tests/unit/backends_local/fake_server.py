@@ -1,8 +1,8 @@
 """TEST-ONLY stand-in for ``python -m serving`` used by the local backend's unit tests.
 
 It speaks just enough of the model server's HTTP surface for reconcile logic:
-``/v2/health/ready`` and ``/openai/v1/completions`` (answers its
-``--model_version``, optionally as SSE). Exits 1 with a message when
+``/v2/health/ready``, ``/openai/v1/completions`` (answers its
+``--model_version``, optionally as SSE) and ``/upload`` (counts the body's bytes). Exits 1 with a message when
 ``--model_dir`` has no ``config.json``, like a real server failing to load.
 Integration tests use the real server instead.
 """
@@ -54,6 +54,19 @@ def main() -> int:
                 self._send(404, {"error": "not found"})
 
         def do_POST(self):
+            if self.path == "/upload":  # counts a (chunked) body without keeping it: the router's streaming test
+                total = 0
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    while (size := int(self.rfile.readline().split(b";")[0], 16)) > 0:
+                        while size:
+                            size -= len(chunk := self.rfile.read(min(size, 1 << 16)))
+                            total += len(chunk)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                else:
+                    total = len(self.rfile.read(int(self.headers.get("content-length") or 0)))
+                self._send(200, {"bytes": total, "model_version": args.model_version})
+                return
             n = int(self.headers.get("content-length") or 0)
             req = json.loads(self.rfile.read(n) or b"{}")
             if self.path != "/openai/v1/completions":

@@ -408,7 +408,7 @@ def _relative_checks(
         }
         checks.append(_check_from(
             "error_rate_increase", rec, alphas["error_rate_increase"], c_rate - s_rate, policy.max_error_rate_increase,
-            f"errors {c_rate:.2%} vs stable {s_rate:.2%} ({c_rate - s_rate:+.2%}, limit +{policy.max_error_rate_increase:.2%})",
+            f"canary error rate {c_rate:.2%} vs stable {s_rate:.2%} ({c_rate - s_rate:+.2%}, limit +{policy.max_error_rate_increase:.2%})",
             details,
         ))
     for kind in kinds:
@@ -432,8 +432,8 @@ def _relative_checks(
         auc = 0.5 + rank["s"] / rank["info"] if rank["info"] > 0 else None
         checks.append(_check_from(
             f"{kind}_rank", rank, alphas[f"{kind}_rank"], p95_ratio, ratio_limit,
-            f"{kind} rank test (pooled P(canary>stable)={_g(auc)}), p95 {_g(qc['p95'])}s vs {_g(qs['p95'])}s"
-            f" (ratio {_g(p95_ratio)}, limit {_g(ratio_limit)})",
+            f"{kind} p95 {_g(qc['p95'])}s vs stable {_g(qs['p95'])}s (ratio {_g(p95_ratio)}, limit {_g(ratio_limit)}),"
+            f" rank test P(canary>stable)={_g(auc)}",
             dict(base, interval={"canary_n": ch.count, "stable_n": sh.count,
                                  "auc_minus_half": mw[0] if mw else None}, pooled_auc=auc, tau=RANK_TAU),
         ))
@@ -459,8 +459,8 @@ def _relative_checks(
         worst = max((r for r in (p95_ratio, p99_ratio) if r is not None), default=None)
         checks.append(_check_from(
             f"{kind}_tail", tail, alphas[f"{kind}_tail"], worst, ratio_limit,
-            f"{kind} tail: canary p95 {_g(qc['p95'])}s CI {_ci(qc['p95_ci'])}, p99 {_g(qc['p99'])}s CI {_ci(qc['p99_ci'])}"
-            f" vs stable p95 {_g(qs['p95'])}s, p99 {_g(qs['p99'])}s (worst ratio {_g(worst)}, limit {_g(ratio_limit)})",
+            f"{kind} p95 {_g(qc['p95'])}s CI {_ci(qc['p95_ci'])}, p99 {_g(qc['p99'])}s CI {_ci(qc['p99_ci'])}"
+            f" vs stable p95 {_g(qs['p95'])}s, p99 {_g(qs['p99'])}s (worst ratio {_g(worst)}, limit {_g(ratio_limit)}), tail test",
             dict(base, interval=counts, odds_grid=list(ODDS_GRID)),
         ))
     return checks
@@ -682,7 +682,8 @@ def judge(
         return Verdict(AnalysisResult(Phase.SUCCESSFUL, tuple(checks)), ev, True, 0, intervals_needed)
     if left <= 0:
         # extended as far as allowed: inconclusive (the controller pauses; low traffic never rolls back by itself)
-        checks[0] = replace(traffic, reason=traffic.reason + "; step extended to its limit: inconclusive")
+        checks[0] = replace(traffic, reason=traffic.reason + f"; too little traffic to judge within "
+                            f"max_intervals_per_step={policy.max_intervals_per_step}: inconclusive")
         return Verdict(AnalysisResult(Phase.INCONCLUSIVE, tuple(checks)), ev, True, probe, intervals_needed)
     return Verdict(AnalysisResult(Phase.INCONCLUSIVE, tuple(checks)), ev, False, probe, intervals_needed)
 

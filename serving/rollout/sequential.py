@@ -241,12 +241,14 @@ def tail_threshold(pooled: Histogram, q: float) -> float | None:
 
 
 def quantile_interval(h: Histogram, q: float, level: float = CI_LEVEL) -> tuple[float | None, float | None, float | None]:
-    """``(estimate, low, high)`` of the ``q`` quantile, distribution-free, at the histogram's resolution.
+    """``(estimate, low, high)`` of the ``q`` quantile from bucket counts, distribution-free.
 
-    The ranks of the order statistics bracketing the quantile come from
-    Binomial(n, q) (the classic order-statistic interval); they are read off the
-    histogram by the same interpolation as the estimate. ``high`` is ``inf`` when
-    the rank falls in the ``+Inf`` bucket.
+    The ranks of the order statistics that bracket the quantile with
+    probability ``level`` come from Binomial(n, q) (the classic order-statistic
+    interval). Only the bucket of each rank is known, so ``low`` is the lower
+    edge of the low rank's bucket and ``high`` the upper edge of the high
+    rank's bucket (``inf`` in the ``+Inf`` bucket): conservative at the
+    histogram's resolution. The estimate interpolates as ``histogram_quantile``.
     """
     n = h.count
     est = h.quantile(q)
@@ -255,15 +257,18 @@ def quantile_interval(h: Histogram, q: float, level: float = CI_LEVEL) -> tuple[
     from scipy.stats import binom
 
     a = (1 - level) / 2
-    lo_rank = float(binom.ppf(a, int(round(n)), q))
+    lo_rank = max(1.0, float(binom.ppf(a, int(round(n)), q)))
     hi_rank = float(binom.ppf(1 - a, int(round(n)), q)) + 1
-    lo = h.quantile(lo_rank / n) if lo_rank > 0 else 0.0
-    finite = [c for b, c in h.buckets if not math.isinf(b)]
-    if hi_rank > n or (finite and hi_rank > finite[-1]):
-        hi = math.inf  # the bracketing observation lies above the largest finite bucket
-    else:
-        hi = h.quantile(hi_rank / n)
-    return est, lo, hi
+
+    def edges(rank: float) -> tuple[float, float]:
+        prev = 0.0
+        for b, c in h.buckets:
+            if c >= rank:
+                return prev, b
+            prev = b
+        return prev, math.inf
+
+    return est, edges(lo_rank)[0], (edges(hi_rank)[1] if hi_rank <= n else math.inf)
 
 
 # ----------------------------------------------------------------- accumulators

@@ -68,7 +68,7 @@ log = logging.getLogger("canary_detection")
 
 CANARY = MetricsTarget("bench", "2", revision="bench-predictor-00002")
 STABLE = MetricsTarget("bench", "1", revision="bench-predictor-00001")
-RULES = ("ours", "ours+probes", "kayenta", "flagger")
+RULES = ("ours", "ours+probes", "kayenta", "flagger", "kayenta@cal", "flagger@cal")
 Z95 = 1.6448536
 
 
@@ -154,68 +154,89 @@ class Streams:
 # ------------------------------------------------------------------ baselines
 
 
-def kayenta_fails(c: RevisionMetrics, s: RevisionMetrics) -> bool:
-    """Kayenta-style: Mann-Whitney per metric at confidence 0.98; one "High" metric fails the interval."""
+def kayenta_p(c: RevisionMetrics, s: RevisionMetrics) -> float:
+    """Kayenta-style: the smallest two-sided Mann-Whitney p-value of a metric where the canary is worse.
+
+    Metrics: latency, TTFT (bucketed observations) and errors (0/1 per request).
+    A metric is "High" when its p-value is below 1 - confidence with the canary
+    worse; with 3 metrics one High drops the score below Kayenta's marginal 75.
+    """
     from scipy.stats import mannwhitneyu
 
-    alpha = 1 - 0.98
+    best = 1.0
     for kind in ("latency", "ttft"):
         x, y = getattr(c, kind).samples(), getattr(s, kind).samples()
         if len(x) < 2 or len(y) < 2 or len(set(x) | set(y)) < 2:
             continue  # no data: Kayenta's NaN strategy leaves the metric out
         res = mannwhitneyu(x, y, alternative="two-sided", method="asymptotic")
-        if res.pvalue < alpha and statistics.median(x) >= statistics.median(y) and np.mean(x) > np.mean(y):
-            return True
-    if c.requests >= 2 and s.requests >= 2 and (c.errors + s.errors) > 0:
+        if statistics.median(x) >= statistics.median(y) and np.mean(x) > np.mean(y):
+            best = min(best, float(res.pvalue))
+    if c.requests >= 2 and s.requests >= 2 and (c.errors + s.errors) > 0 and c.errors / c.requests > s.errors / s.requests:
         x = [1.0] * c.errors + [0.0] * (c.requests - c.errors)
         y = [1.0] * s.errors + [0.0] * (s.requests - s.errors)
-        res = mannwhitneyu(x, y, alternative="two-sided", method="asymptotic")
-        if res.pvalue < alpha and c.errors / c.requests > s.errors / s.requests:
-            return True
-    return False
+        best = min(best, float(mannwhitneyu(x, y, alternative="two-sided", method="asymptotic").pvalue))
+    return best
 
 
 @dataclass(frozen=True)
-class FlaggerLimits:
+class FlaggerBase:
+    """Stable p95 latency, p95 TTFT and error rate measured in the warm-up."""
+
     p95_s: float
     ttft_p95_s: float
     error_rate: float
 
 
-def flagger_limits(warm: list[RevisionMetrics]) -> FlaggerLimits:
+def flagger_base(warm: list[RevisionMetrics]) -> FlaggerBase:
     lat, ttft = Histogram(), Histogram()
     req = err = 0
     for m in warm:
         lat, ttft, req, err = lat.plus(m.latency), ttft.plus(m.ttft), req + m.requests, err + m.errors
-    return FlaggerLimits((lat.quantile(0.95) or 0.0) * 1.2, (ttft.quantile(0.95) or 0.0) * 1.2, err / max(1, req) + 0.01)
+    return FlaggerBase(lat.quantile(0.95) or 0.0, ttft.quantile(0.95) or 0.0, err / max(1, req))
 
 
-def flagger_failed_checks(c: RevisionMetrics, lim: FlaggerLimits) -> int:
-    """Failed metric checks in one interval (Flagger skips a metric without data)."""
-    if c.requests == 0:
+def flagger_failed_checks(stats: tuple, base: FlaggerBase, scale: float = 1.0) -> int:
+    """Failed metric checks in one interval: limit p95 x (1 + 0.2 scale), errors + 1 pt x scale.
+
+    ``scale`` 1 is the rule as the issue sets it (p95 x 1.2, +1 pt). A metric
+    without data is skipped, as Flagger skips a NaN query result.
+    """
+    requests, rate, p95, t95 = stats
+    if requests == 0:
         return 0
-    failed = int(c.errors / c.requests > lim.error_rate)
-    p95, t95 = c.latency_p(0.95), c.ttft_p(0.95)
-    failed += int(p95 is not None and p95 > lim.p95_s)
-    failed += int(t95 is not None and t95 > lim.ttft_p95_s)
+    failed = int(rate > base.error_rate + 0.01 * scale)
+    failed += int(p95 is not None and p95 > base.p95_s * (1 + 0.2 * scale))
+    failed += int(t95 is not None and t95 > base.ttft_p95_s * (1 + 0.2 * scale))
     return failed
+
+
+def first_flagger(per_interval: list[tuple], base: FlaggerBase, scale: float = 1.0, threshold: int = 3) -> int | None:
+    fails = 0
+    for t, stats in enumerate(per_interval, 1):
+        fails += flagger_failed_checks(stats, base, scale)
+        if fails >= threshold:
+            return t
+    return None
+
+
+def first_kayenta(pvalues: list[float], confidence: float = 0.98) -> int | None:
+    return next((t for t, p in enumerate(pvalues, 1) if p < 1 - confidence), None)
 
 
 # ------------------------------------------------------------------- one run
 
 
 def run_once(rng, streams: Streams, sc: Scenario, policy: AnalysisPolicy, args) -> dict:
+    """One run: our judge's rollback interval, and the raw per-interval inputs of the baselines."""
     share = args.canary_share
     warm = []
     for t in range(-args.warmup, 0):
         c, s = streams.interval(rng, sc, t, share)
         warm.append(streams.merge(c, s))  # all traffic on stable before the canary starts
-    limits = flagger_limits(warm)
-    out = {r: None for r in RULES}
-    paused = {"ours": False, "ours+probes": False}
+    out: dict = {"ours": None, "ours+probes": None, "_paused": {"ours": False, "ours+probes": False}}
     ev = {"ours": None, "ours+probes": None}
     probes = 0
-    fails = 0
+    kay, flag = [], []
     for t in range(1, args.intervals + 1):
         c, s = streams.interval(rng, sc, t, share)
         if probes:
@@ -231,16 +252,32 @@ def run_once(rng, streams: Streams, sc: Scenario, policy: AnalysisPolicy, args) 
             if v.phase is Phase.FAILED:
                 out[rule] = t
             if v.decided and v.phase is Phase.INCONCLUSIVE:
-                paused[rule] = True
+                out["_paused"][rule] = True
             if rule == "ours+probes":
                 probes = v.probe_requests
-        if out["kayenta"] is None and kayenta_fails(c, s):
-            out["kayenta"] = t
-        fails += flagger_failed_checks(c, limits)
-        if out["flagger"] is None and fails >= 3:
-            out["flagger"] = t
-    out["_paused"] = paused
+        kay.append(kayenta_p(c, s))
+        flag.append((c.requests, c.errors / c.requests if c.requests else 0.0, c.latency_p(0.95), c.ttft_p(0.95)))
+    out["_kayenta_p"], out["_flagger"], out["_base"] = kay, flag, flagger_base(warm)
     return out
+
+
+def baseline_times(runs: list[dict], confidence: float, scale: float) -> dict[str, list]:
+    return {
+        "kayenta": [first_kayenta(r["_kayenta_p"], confidence) for r in runs],
+        "flagger": [first_flagger(r["_flagger"], r["_base"], scale) for r in runs],
+    }
+
+
+def calibrate(aa_runs: list[dict], target: float) -> tuple[float, float]:
+    """The Kayenta confidence and Flagger limit scale whose A/A false-rollback rate is <= ``target``.
+
+    Calibrated on the reported A/A runs themselves, which favours the baselines.
+    """
+    conf = next(c for c in (0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0)
+                if c >= 1.0 or sum(first_kayenta(r["_kayenta_p"], c) is not None for r in aa_runs) <= target * len(aa_runs))
+    scale = next(k for k in (1, 1.5, 2, 3, 4, 6, 8, 12, 1e9)
+                 if sum(first_flagger(r["_flagger"], r["_base"], k) is not None for r in aa_runs) <= target * len(aa_runs))
+    return conf, scale
 
 
 def summarise(times: list[int | None]) -> dict:
@@ -285,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min_requests", type=int, default=50, help="our judge: requests per arm before a step passes")
     p.add_argument("--probe_budget", type=int, default=30, help="ours+probes: probe requests per arm per interval")
     p.add_argument("--warmup", type=int, default=3, help="flagger: stable-only intervals that set its limits")
+    p.add_argument("--calibrate_to", type=float, default=0.01, help="false-rollback rate the @cal baselines are tuned to")
     p.add_argument("--scenario", action="append", default=None, help="run only these scenarios (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -299,13 +337,23 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
+    all_runs: dict[str, list[dict]] = {}
     for k, sc in enumerate(scenarios):
         rng = np.random.default_rng([args.seed, k])
-        runs = [run_once(rng, streams, sc, policy, args) for _ in range(args.runs)]
-        results[sc.name] = {rule: summarise([r[rule] for r in runs]) for rule in RULES}
+        all_runs[sc.name] = [run_once(rng, streams, sc, policy, args) for _ in range(args.runs)]
+        log.info("%s done (%.0fs)", sc.name, time.perf_counter() - t0)
+    aa = all_runs.get("A/A")
+    conf, scale = calibrate(aa, args.calibrate_to) if aa else (0.98, 1.0)
+    for sc in scenarios:
+        runs = all_runs[sc.name]
+        times = {"ours": [r["ours"] for r in runs], "ours+probes": [r["ours+probes"] for r in runs]}
+        times.update(baseline_times(runs, 0.98, 1.0))
+        cal = baseline_times(runs, conf, scale)
+        times["kayenta@cal"], times["flagger@cal"] = cal["kayenta"], cal["flagger"]
+        results[sc.name] = {rule: summarise(times[rule]) for rule in RULES}
         results[sc.name]["_paused"] = {r: sum(run["_paused"][r] for run in runs) / len(runs) for r in ("ours", "ours+probes")}
         results[sc.name]["_regression"] = sc.regression
-        log.info("%s done (%.0fs)", sc.name, time.perf_counter() - t0)
+    results["_calibration"] = {"kayenta_confidence": conf, "flagger_scale": scale, "target": args.calibrate_to}
 
     per = args.rps * args.interval_s
     print(
@@ -316,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| scenario | " + " | ".join(RULES) + " |")
     print("|---|" + "---|" * len(RULES))
     for name, res in results.items():
+        if name.startswith("_"):
+            continue
         cells = []
         for rule in RULES:
             d = res[rule]
@@ -329,7 +379,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nregressions: detected share (share within 3 intervals), median/p90 intervals to detect; "
           "A/A-like: share of runs falsely rolled back.")
+    cal = results["_calibration"]
+    print(f"@cal: calibrated on the A/A runs to <= {cal['target']:.0%} false rollbacks: Kayenta confidence "
+          f"{cal['kayenta_confidence']}, Flagger limits p95 x {1 + 0.2 * cal['flagger_scale']:.2f} and "
+          f"+{cal['flagger_scale']:g} pt errors (3 failed checks)")
     for name, res in results.items():
+        if name.startswith("_"):
+            continue
         if res["_paused"]["ours"] or res["_paused"]["ours+probes"]:
             print(f"{name}: ours paused (inconclusive) in {res['_paused']['ours']:.0%} of runs, "
                   f"ours+probes in {res['_paused']['ours+probes']:.0%}")

@@ -146,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         controller = RolloutController(
             backend, service, strategy, metrics, quality=quality, hooks=hooks, holder=holder,
             model_name=model_name, report_writer=report_writer(report_dir),
+            probe_traffic=build_probe_traffic(prompts, model_name),
         )
     except RolloutError as exc:
         raise CliError(str(exc)) from exc
@@ -218,6 +219,14 @@ def build_quality(args, prompts, model_name: str):
         return probe(canary_url, stable_url, prompts, model=model_name)
 
     return quality
+
+
+def build_probe_traffic(prompts, model_name: str):
+    """``(canary_url, stable_url, n) -> sent``: golden-prompt probes the judge asks for on thin traffic."""
+    from serving.rollout.loadgen import send_probes
+
+    texts = [p.prompt for p in prompts]
+    return lambda canary_url, stable_url, n: send_probes(canary_url, stable_url, model_name, texts, n)
 
 
 def default_holder() -> str:

@@ -32,10 +32,11 @@ rollout falsely rolls back with probability at most ``alpha``):
   inverse-variance weights; ``E`` is the one-sided (half-normal) mixture SPRT on
   that asymptotically normal sum. FAILS when ``E >= 1/a`` AND the pooled canary
   p95 / stable p95 exceeds ``max_*_ratio``.
-* ``latency_tail`` / ``ttft_tail`` -- counts of requests above two thresholds
+* ``latency_tail`` / ``ttft_tail`` -- counts of requests above thresholds
   chosen each interval from the *pooled* histogram of both arms (the bucket
-  bounds nearest the pooled p95 and p99, so the choice cannot favour either arm),
-  tested like the error counts; ``E`` is the mean of the two e-processes. FAILS
+  bounds at or above the pooled p95 and p99, and the one below the pooled p95,
+  so the choice cannot favour either arm), tested like the error counts; ``E``
+  is the mean of the three e-processes. FAILS
   when ``E >= 1/a`` AND the pooled canary p95 or p99 exceeds ``max_*_ratio`` x
   stable's. The evidence carries both arms' p95/p99 with a distribution-free
   95 % interval from the bucket counts (binomial order-statistic ranks).
@@ -105,6 +106,8 @@ RATE_GRID = (1.25, 1.5, 2.0, 3.0, 5.0)
 # prior scale of the AUC shift (P(canary > stable) - 0.5) in the rank mixture
 RANK_TAU = 0.1
 TAIL_LEVELS = (0.95, 0.99)
+# exceedance thresholds of the tail test: (pooled quantile, bound below it instead of above)
+TAIL_SLOTS = ((0.95, False), (0.99, False), (0.95, True))
 CI_LEVEL = 0.95
 _P95_TAIL = 0.05
 
@@ -230,14 +233,28 @@ def _exact_above(h: Histogram, bound: float) -> int:
     return int(round(h.count - below))
 
 
-def tail_threshold(pooled: Histogram, q: float) -> float | None:
-    """The finite bucket bound at or just above the pooled ``q`` quantile (``None``: no such bound)."""
-    if pooled.count <= 0:
+def tail_threshold(pooled: Histogram, q: float, below: bool = False) -> float | None:
+    """A finite bucket bound near the pooled ``q`` quantile (``None``: no such bound).
+
+    Default: the bound at or just above the quantile (the most selective tail).
+    ``below``: the largest bound with at least ``1 - q`` of the observations
+    above it, which keeps a tail that sits inside one wide bucket above the
+    threshold (e.g. every slow request in the bucket holding the quantile).
+    """
+    n = pooled.count
+    if n <= 0:
         return None
+    if not below:
+        for b, c in pooled.buckets:
+            if not math.isinf(b) and c >= q * n:
+                return b
+        return None
+    best = None
     for b, c in pooled.buckets:
-        if not math.isinf(b) and c >= q * pooled.count:
-            return b
-    return None
+        if math.isinf(b) or n - c < (1 - q) * n or n - c <= 0:
+            break
+        best = b
+    return best
 
 
 def quantile_interval(h: Histogram, q: float, level: float = CI_LEVEL) -> tuple[float | None, float | None, float | None]:
@@ -445,9 +462,9 @@ def _relative_checks(
         # tail test: requests above the pooled p95 and p99 bucket bounds, canary vs stable
         pooled_both = ch.plus(sh)
         logs, counts = [], {}
-        for q in TAIL_LEVELS:
-            t = tail_threshold(pooled_both, q)
-            key = f"p{int(q * 100)}"
+        for q, below in TAIL_SLOTS:
+            t = tail_threshold(pooled_both, q, below)
+            key = f"p{int(q * 100)}" + ("_below" if below else "")
             if t is None:
                 lr = [0.0] * len(ODDS_GRID)
             else:
@@ -459,7 +476,7 @@ def _relative_checks(
             sub["log_lr"] = [a + b for a, b in zip(sub["log_lr"], lr)]
             logs.append(_logsumexp_mean(sub["log_lr"]))
         tail = stream["checks"].setdefault(f"{kind}_tail", {"max_log_e": 0.0})
-        tail["log_e"] = _logsumexp_mean(logs)  # mean of the two e-processes is an e-process
+        tail["log_e"] = _logsumexp_mean(logs)  # the mean of e-processes is an e-process
         tail["max_log_e"] = max(tail["max_log_e"], tail["log_e"])
         worst = max((r for r in (p95_ratio, p99_ratio) if r is not None), default=None)
         checks.append(_check_from(

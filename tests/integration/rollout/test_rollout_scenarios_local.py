@@ -181,7 +181,8 @@ def test_worse_model_rolls_back_on_quality(local, tiny_model, micro_model, tmp_p
 
 def test_silent_canary_is_inconclusive_and_held_then_rolled_back(local, tiny_model, tmp_path):
     deploy(local, tiny_model)
-    ctrl = controller(local, tiny_model, max_inconclusive=2)  # no traffic generator: nobody calls
+    policy = AnalysisPolicy(min_requests=5, max_latency_ratio=2.0, max_ttft_ratio=None, max_intervals_per_step=1)
+    ctrl = controller(local, tiny_model, max_inconclusive=2, analysis_policy=policy)  # no traffic generator: nobody calls
     result = run_rollout(ctrl, report_dir=tmp_path / "report", max_duration_s=300)
     assert result.outcome == "rolled_back"
     assert verdicts(result) == [(10, "Inconclusive"), (10, "Inconclusive")]

@@ -35,6 +35,12 @@ Rules (a run rolls back at the first verdict that says so):
   rate + 1 point; each interval every metric is checked against its limit and
   the rollout rolls back after 3 failed checks (Flagger's ``threshold: 3``).
 
+* ``kayenta@cal`` / ``flagger@cal``: the same two rules tuned so that their
+  A/A false-rollback rate is at most ``--calibrate_to`` (1 %), as ours is:
+  Kayenta's confidence raised, Flagger's limits widened (p95 x (1 + 0.2 k),
+  errors + k points). Tuned on the reported A/A runs themselves, which
+  favours them. This is the "equal false-rollback rate" comparison.
+
 Reported per scenario and rule: the share of runs rolled back (every one is a
 false rollback in ``A/A``, ``low traffic`` and ``slow drift``), and for the runs
 that rolled back the intervals to detect (median, 90th percentile). Our

@@ -1,4 +1,11 @@
-"""Canary analysis: pure verdicts over one step's metrics.
+"""Canary analysis: the policy, check and phase types, and single-window verdicts.
+
+The rollout controller and ``benchmarks/canary_detection.py`` decide with the
+sequential judge in :mod:`serving.rollout.sequential` (evidence accumulated
+over the whole rollout, error control across looks), which uses the
+:class:`AnalysisPolicy`, :class:`Check` and :class:`Phase` defined here.
+:func:`analyse` below judges ONE window on its own (a one-off comparison); it
+is not what the controller ships.
 
 :func:`analyse` turns what the canary and the stable revision did during a step
 (:class:`~serving.metrics.base.RevisionMetrics`), plus an optional golden-prompt

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     plan.add_argument("--interval", type=float, default=60.0, help="seconds per analysis interval (default 60)")
     plan.add_argument("--intervals-per-step", type=int, default=1, help="passing intervals needed per step (default 1)")
     plan.add_argument("--failure-limit", type=int, default=1, help="failed intervals tolerated before rollback (default 1: first failure rolls back)")
-    plan.add_argument("--on-inconclusive", default="hold", help="too little traffic to judge: hold (default; then rollback), rollback, or promote")
+    plan.add_argument("--on-inconclusive", default="pause", help="too little traffic to judge: pause (default; keep measuring, never roll back), hold (then rollback), rollback, or promote")
     plan.add_argument("--max-inconclusive", type=int, default=3, help="hold: inconclusive intervals before rollback (default 3)")
     plan.add_argument("--bake", type=float, default=0.0, help="seconds after promotion during which a regression still rolls back (default 0)")
     plan.add_argument("--warmup", type=float, default=0.0, help="seconds a newly ready canary serves before it is measured (cold start; default 0)")
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     judge = p.add_argument_group("analysis")
     judge.add_argument("--metrics", default="scrape", help="metrics provider: scrape (default; reads the servers' /metrics) or prometheus")
     judge.add_argument("--prometheus-url", default=None, help="Prometheus base URL (with --metrics prometheus)")
-    judge.add_argument("--min-requests", type=int, default=50, help="requests per revision per interval before judging (default 50)")
+    judge.add_argument("--min-requests", type=int, default=50, help="requests per revision per step before a step can pass (default 50)")
     judge.add_argument("--policy", type=Path, default=None, help="JSON file with AnalysisPolicy fields (overrides the defaults)")
     judge.add_argument("--no-quality", action="store_true", help="skip the golden-prompt quality probe")
     judge.add_argument("--golden-set", type=Path, default=None, help="JSONL golden prompts {prompt, completion} (default: generated task test split)")
@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         controller = RolloutController(
             backend, service, strategy, metrics, quality=quality, hooks=hooks, holder=holder,
             model_name=model_name, report_writer=report_writer(report_dir),
+            probe_traffic=build_probe_traffic(prompts, model_name),
         )
     except RolloutError as exc:
         raise CliError(str(exc)) from exc
@@ -243,6 +244,14 @@ def build_quality(args, prompts, model_name: str):
         return probe(canary_url, stable_url, prompts, model=model_name)
 
     return quality
+
+
+def build_probe_traffic(prompts, model_name: str):
+    """``(canary_url, stable_url, n) -> sent``: golden-prompt probes the judge asks for on thin traffic."""
+    from serving.rollout.loadgen import send_probes
+
+    texts = [p.prompt for p in prompts]
+    return lambda canary_url, stable_url, n: send_probes(canary_url, stable_url, model_name, texts, n)
 
 
 def default_holder() -> str:

@@ -328,6 +328,25 @@ def render_network_policy(kit: KitSpec, namespace: str | None) -> dict[str, Any]
     }
 
 
+REVISION_LABEL = "revision"  # the label the canary judge selects an arm on (serving.metrics.prometheus.selector)
+
+
+def revision_relabelings(mode: DeploymentMode) -> list[dict[str, Any]]:
+    """PodMonitor relabelling that puts the serving revision on every scraped series.
+
+    Serverless: Knative labels each pod with ``serving.knative.dev/revision``,
+    the name KServe reports as ``status.components.predictor.latestCreatedRevision``.
+    Standard: a Deployment's pods carry no revision label, so the revision is
+    the pod's controller (its ReplicaSet): a new predictor spec is a new
+    ReplicaSet. ``pod`` and ``namespace`` are added by prometheus-operator itself.
+    """
+    if mode is DeploymentMode.SERVERLESS:
+        source = "__meta_kubernetes_pod_label_serving_knative_dev_revision"
+    else:
+        source = "__meta_kubernetes_pod_controller_name"
+    return [{"sourceLabels": [source], "targetLabel": REVISION_LABEL, "action": "replace", "regex": "(.+)"}]
+
+
 def model_version_relabeling() -> dict[str, Any]:
     """Copy the pod's ``llmops.dev/model-version`` label to ``model_version`` (vLLM series have no version)."""
     source = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", MODEL_VERSION_POD_LABEL)
@@ -344,6 +363,8 @@ def render_pod_monitor(kit: KitSpec, namespace: str | None) -> dict[str, Any]:
 
 
 def _pod_monitor(kit: KitSpec, namespace: str | None) -> dict[str, Any]:
+    """The PodMonitor body, labelled by revision."""
+    mode = kit.resolved_mode()
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
@@ -351,7 +372,10 @@ def _pod_monitor(kit: KitSpec, namespace: str | None) -> dict[str, Any]:
         "spec": {
             "selector": {"matchLabels": predictor_pod_labels(kit.model)},
             "podMetricsEndpoints": [
-                {"port": POD_PORT_NAME[kit.resolved_mode()], "path": METRICS_PATH, "interval": "15s"}
+                {
+                    "port": POD_PORT_NAME[mode], "path": METRICS_PATH, "interval": "15s",
+                    "relabelings": revision_relabelings(mode),
+                }
             ],
         },
     }

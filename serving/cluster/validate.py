@@ -12,10 +12,11 @@ Which schema checks which kind:
   unknown fields refused) with the Kubernetes core types inside it
   (``V1Container``, ``V1Volume``, ``V1Toleration``, ...) checked against the
   same strict Kubernetes schemas as the built-in kinds;
-* ``PodMonitor`` (prometheus-operator CRD, not shipped anywhere we can read):
-  a structural schema written from the prometheus-operator API reference
-  for ``monitoring.coreos.com/v1``, covering the fields this kit uses and
-  refusing any other field.
+* ``PodMonitor``: prometheus-operator's own CRD (``serving/cluster/crds/
+  podmonitors.crd.yaml``, or ``shared/prometheus-operator`` beside the
+  repository), its ``openAPIV3Schema`` in strict mode: a field the schema does
+  not name is refused, as ``kubectl apply --validate=strict`` refuses it
+  (the API server would silently prune it, e.g. a misspelt relabelling).
 
 Errors::
 
@@ -147,96 +148,56 @@ def _serving_runtime_validator():
     return _validator_for(schema)
 
 
-# --- PodMonitor: structural schema from the prometheus-operator API reference ----
+# --- PodMonitor: prometheus-operator's own CRD, strict ------------------------------
 
-_LABEL_SELECTOR = {
-    "type": "object",
-    "properties": {
-        "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "matchExpressions": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["key", "operator"],
-                "properties": {
-                    "key": {"type": "string"},
-                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
-                    "values": {"type": "array", "items": {"type": "string"}},
-                },
-                "additionalProperties": False,
-            },
-        },
-    },
-    "additionalProperties": False,
-}
 
-PODMONITOR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PodMonitor"},
-        "metadata": _k8s_ref("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
-        "spec": {
-            "type": "object",
-            "required": ["selector", "podMetricsEndpoints"],
-            "properties": {
-                "jobLabel": {"type": "string"},
-                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
-                "selector": _LABEL_SELECTOR,
-                "namespaceSelector": {
-                    "type": "object",
-                    "properties": {
-                        "any": {"type": "boolean"},
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                    },
-                    "additionalProperties": False,
-                },
-                "podMetricsEndpoints": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "port": {"type": "string", "minLength": 1},
-                            "path": {"type": "string", "pattern": "^/"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "interval": {"type": "string", "pattern": r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
-                            "scrapeTimeout": {"type": "string", "pattern": r"^(0|(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
-                            "honorLabels": {"type": "boolean"},
-                            "relabelings": {  # RelabelConfig, monitoring.coreos.com/v1
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "properties": {
-                                        "sourceLabels": {"type": "array", "items": {"type": "string"}},
-                                        "separator": {"type": "string"},
-                                        "targetLabel": {"type": "string"},
-                                        "regex": {"type": "string"},
-                                        "modulus": {"type": "integer"},
-                                        "replacement": {"type": "string"},
-                                        "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop",
-                                                            "labelmap", "LabelMap", "labeldrop", "LabelDrop",
-                                                            "labelkeep", "LabelKeep", "hashmod", "HashMod"]},
-                                    },
-                                    "additionalProperties": False,
-                                },
-                            },
-                        },
-                        "additionalProperties": False,
-                    },
-                },
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
+def podmonitor_crd_path() -> Path:
+    """Locate prometheus-operator's PodMonitor CRD (``LLMOPS_PODMONITOR_CRD``, shared folder, or the shipped copy)."""
+    import os
+
+    repo = Path(__file__).resolve().parents[2]
+    candidates = [Path(os.environ["LLMOPS_PODMONITOR_CRD"])] if os.environ.get("LLMOPS_PODMONITOR_CRD") else []
+    candidates += [
+        repo.parent / "shared" / "prometheus-operator" / "podmonitors.crd.yaml",
+        repo / "serving" / "cluster" / "crds" / "podmonitors.crd.yaml",
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(
+        "prometheus-operator's PodMonitor CRD was not found; set LLMOPS_PODMONITOR_CRD to podmonitors.crd.yaml "
+        "(tried: " + ", ".join(str(c) for c in candidates) + ")"
+    )
+
+
+def _strict(schema: Any) -> Any:
+    """The CRD schema as strict JSON Schema: unknown fields refused, int-or-string accepted as either."""
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: (_strict(v) if k not in ("enum", "required", "default", "example") else v) for k, v in schema.items()}
+    if out.pop("x-kubernetes-int-or-string", False):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out \
+            and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return {k: v for k, v in out.items() if not k.startswith("x-kubernetes-")}
 
 
 @functools.lru_cache(maxsize=1)
 def _podmonitor_validator():
-    return _validator_for(PODMONITOR_SCHEMA)
+    import yaml
+
+    with open(podmonitor_crd_path(), encoding="utf-8") as fh:
+        crd = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    schema.setdefault("required", [])
+    schema["required"] = sorted(set(schema["required"]) | {"apiVersion", "kind", "metadata", "spec"})
+    schema["properties"] = dict(schema["properties"], metadata=_k8s_ref("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"))
+    return _validator_for(schema)
 
 
 def _run(validator, obj: dict[str, Any], what: str) -> None:
@@ -255,7 +216,7 @@ def validate_serving_runtime(obj: dict[str, Any]) -> None:
 
 def validate_podmonitor(obj: dict[str, Any]) -> None:
     """Validate a PodMonitor against the structural schema (see module docstring)."""
-    _run(_podmonitor_validator(), obj, "the PodMonitor structural schema")
+    _run(_podmonitor_validator(), obj, "prometheus-operator's PodMonitor CRD schema")
 
 
 def validate_manifest(obj: dict[str, Any]) -> None:

@@ -32,9 +32,16 @@ class MetricsTarget:
     """Which revision to measure."""
 
     model_name: str  # the ``model_name`` label the server exports
-    model_version: str  # the ``model_version`` label: tells canary from stable
+    model_version: str  # the ``model_version`` label
     urls: tuple[str, ...] = ()  # base URLs of the revision's servers (scrape provider)
     namespace: str | None = None  # Kubernetes namespace (Prometheus provider, optional)
+    revision: str | None = None  # serving revision (``revision`` label): tells canary from stable even at one version
+    pods: tuple[str, ...] = ()  # the revision's pods (``pod`` label), where the backend knows them
+
+    @property
+    def arm(self) -> str:
+        """``name:version@revision`` for logs and errors."""
+        return f"{self.model_name}:{self.model_version}" + (f"@{self.revision}" if self.revision else "")
 
 
 @dataclass(frozen=True)

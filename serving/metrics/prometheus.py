@@ -9,8 +9,10 @@ at ``time=end`` over a range of ``end - start`` seconds (at least one second)::
     ... the same for llmops_time_to_first_token_seconds, and
     sum           (increase(llmops_generated_tokens_total{SEL}[Ns]))
 
-where ``SEL`` selects ``model_name``, ``model_version`` (and ``namespace`` when
-the target names one). The bucket increases become a :class:`Histogram`, so
+where ``SEL`` selects ``model_name``, ``model_version``, and, when the target
+names them, ``namespace``, ``revision`` (the label the kit's PodMonitor
+relabelling puts on every series from the revision's pods, so two revisions of
+the same version are two arms) and ``pod``. The bucket increases become a :class:`Histogram`, so
 the analysis can run rank tests on them. ``increase`` extrapolates to the window
 edges, so counts are rounded and may differ from the true count by a few per
 cent; ratios and quantiles are not affected.
@@ -19,6 +21,7 @@ cent; ratios and quantiles are not affected.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import httpx
@@ -36,7 +39,12 @@ def selector(target: MetricsTarget) -> str:
     labels = [("model_name", target.model_name), ("model_version", target.model_version)]
     if target.namespace:
         labels.append(("namespace", target.namespace))
-    return "{" + ",".join(f"{k}={_quote(v)}" for k, v in labels) + "}"
+    if target.revision:
+        labels.append(("revision", target.revision))
+    matchers = [f"{k}={_quote(v)}" for k, v in labels]
+    if target.pods:
+        matchers.append("pod=~" + _quote("|".join(re.escape(p) for p in sorted(target.pods))))
+    return "{" + ",".join(matchers) + "}"
 
 
 class PrometheusProvider(MetricsProvider):

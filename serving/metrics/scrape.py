@@ -2,9 +2,11 @@
 
 For one machine (the ``local`` backend) or a cluster without Prometheus. Each
 :meth:`ScrapeProvider.collect` reads ``<url>/metrics`` of every server of the
-revision, keeps the samples whose ``model_name``/``model_version`` labels match
-the target, adds them up across servers, and returns the difference from the
-previous snapshot it took for the same target.
+revision (the backend resolves them from the target's ``revision``, so two
+revisions of one version are two arms), keeps the samples whose
+``model_name``/``model_version`` labels match the target (and ``revision`` /
+``pod`` where the exposition carries them), adds them up across servers, and
+returns the difference from the previous snapshot it took for the same target.
 
 The provider is therefore stateful, and ``start``/``end`` mean "since the last
 snapshot": the window reported is ``[previous snapshot time, now]``.
@@ -79,6 +81,10 @@ def parse_metrics(text: str, target: MetricsTarget, at: float) -> Snapshot:
             labels = s.labels
             if labels.get("model_name") != target.model_name or labels.get("model_version") != target.model_version:
                 continue
+            if target.revision and "revision" in labels and labels["revision"] != target.revision:
+                continue  # a federated or relabelled exposition names the revision: keep only this arm's
+            if target.pods and "pod" in labels and labels["pod"] not in target.pods:
+                continue
             if s.name == REQUESTS:
                 code = labels.get("code", "")
                 snap.by_code[code] = snap.by_code.get(code, 0.0) + s.value
@@ -133,7 +139,7 @@ class ScrapeProvider(MetricsProvider):
 
     @staticmethod
     def _key(target: MetricsTarget) -> tuple:
-        return (target.model_name, target.model_version, tuple(sorted(target.urls)))
+        return (target.model_name, target.model_version, target.revision, tuple(sorted(target.urls)))
 
     def snapshot(self, target: MetricsTarget) -> Snapshot:
         """Cumulative counters of ``target`` now, summed over its servers.

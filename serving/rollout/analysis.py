@@ -1,4 +1,11 @@
-"""Canary analysis: pure verdicts over one step's metrics.
+"""Canary analysis: the policy, check and phase types, and single-window verdicts.
+
+The rollout controller and ``benchmarks/canary_detection.py`` decide with the
+sequential judge in :mod:`serving.rollout.sequential` (evidence accumulated
+over the whole rollout, error control across looks), which uses the
+:class:`AnalysisPolicy`, :class:`Check` and :class:`Phase` defined here.
+:func:`analyse` below judges ONE window on its own (a one-off comparison); it
+is not what the controller ships.
 
 :func:`analyse` turns what the canary and the stable revision did during a step
 (:class:`~serving.metrics.base.RevisionMetrics`), plus an optional golden-prompt
@@ -51,7 +58,7 @@ Errors::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -86,7 +93,7 @@ _P95_TAIL = 0.05
 class AnalysisPolicy:
     """Limits a canary step must meet. ``None`` disables a check."""
 
-    min_requests: int = 50  # per revision per step; fewer is INCONCLUSIVE
+    min_requests: int = 50  # per revision, accumulated over a step, before the step can pass
     max_error_rate: float | None = 0.05  # absolute canary 5xx share, 0..1
     max_error_rate_increase: float | None = 0.02  # canary minus stable rate, 0..1
     max_latency_p95_s: float | None = None  # absolute canary p95, seconds
@@ -96,6 +103,10 @@ class AnalysisPolicy:
     alpha: float = 0.01  # family-wise significance level of the one-sided tests
     max_quality_drop: float | None = 0.1  # stable score minus canary score, 0..1
     min_quality: float | None = None  # absolute canary golden-prompt score, 0..1
+    max_intervals_per_step: int = 10  # a step short of min_requests extends up to this many intervals, then is inconclusive
+    probe_budget: int = 30  # golden-prompt probe requests per arm per interval when real traffic is too thin (0: off)
+    provider_retries: int = 2  # immediate retries of a failed metrics query within one interval
+    max_provider_errors: int = 2  # consecutive intervals without metrics tolerated before ERROR
 
     def validate(self) -> "AnalysisPolicy":
         """Check every field; return ``self`` so it chains.
@@ -107,6 +118,10 @@ class AnalysisPolicy:
             raise PolicyError(
                 f"min_requests must be a positive integer, got {self.min_requests!r}"
             )
+        for name, low in (("max_intervals_per_step", 1), ("probe_budget", 0), ("provider_retries", 0), ("max_provider_errors", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise PolicyError(f"{name} must be an integer >= {low}, got {value!r}")
         if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
             raise PolicyError(f"alpha must be between 0 and 1 (e.g. 0.01), got {self.alpha!r}")
         unit = ("max_error_rate", "max_error_rate_increase", "max_quality_drop", "min_quality")
@@ -154,7 +169,8 @@ class Check:
     value: float | None  # what was measured (rate, seconds, ratio, score)
     threshold: float | None  # the limit it was held to
     reason: str  # one sentence a person can act on
-    p_value: float | None = None  # one-sided test result, when a test ran
+    p_value: float | None = None  # one-sided test result, when a test ran (always-valid for the sequential judge)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)  # evidence: sample sizes, statistics, bounds
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -170,6 +186,7 @@ class Check:
             threshold=data.get("threshold"),
             reason=data.get("reason", ""),
             p_value=data.get("p_value"),
+            details=dict(data.get("details") or {}),
         )
 
 

@@ -127,6 +127,8 @@ class RolloutController:
         holder: lease holder id; a restarted controller may pass the same id.
         model_name: the ``model_name`` label the servers export (default: the service name).
         report_writer: ``(state_dict) -> url`` called before hooks; its URL goes to the registry.
+        probe_traffic: ``(canary_url, stable_url, n) -> sent``: golden-prompt probes to both arms when
+            the judge finds real traffic too thin (see :mod:`serving.rollout.sequential`).
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class RolloutController:
         holder: str | None = None,
         model_name: str | None = None,
         report_writer: Callable[[dict], str | None] | None = None,
+        probe_traffic: Callable[[str, str, int], int] | None = None,
     ) -> None:
         strategy.validate()
         service.validate()
@@ -158,6 +161,7 @@ class RolloutController:
         self.holder = holder or f"llmops-{uuid.uuid4().hex[:10]}"
         self.model_name = model_name or service.name
         self.report_writer = report_writer
+        self.probe_traffic = probe_traffic  # (canary_url, stable_url, n) -> requests sent to each arm
         self._rollout_id: str | None = None  # the rollout this controller drives (started or adopted)
         self._primed: tuple | None = None  # (rollout, step) whose interval this process started
         self.last_state: RolloutState | None = None
@@ -409,8 +413,8 @@ class RolloutController:
             return StepOutcome(state.phase.value, "waiting", weight, "canary warming up", next_check_s=state.warm_until - now)
         if state.interval_start is None or self._primed != (state.rollout_id, state.step_index):
             # the interval starts now; counter-based providers (scrape) take their baseline here
-            self._prime(state.target_version, canary_rev, now)
-            self._prime(state.previous_version, stable_rev, now)
+            self._prime(state.target_version, canary_rev, now, state.mode)
+            self._prime(state.previous_version, stable_rev, now, state.mode)
             self._primed = (state.rollout_id, state.step_index)
             new = state.evolve(interval_start=now, canary_revision=canary_rev or state.canary_revision)
             self._write(obj, new, now)
@@ -427,12 +431,19 @@ class RolloutController:
         from serving.rollout.analysis import Phase
 
         state = state.evolve(
-            intervals=state.intervals + (record,),
+            intervals=_keep_last_evidence(state.intervals) + (record,),
             baseline=baseline or state.baseline,
             canary_revision=canary_rev or state.canary_revision,
         )
         verdict = result.phase
         reasons = "; ".join(result.reasons) if result.reasons else verdict.value
+        if verdict is not Phase.FAILED and not record["decided"]:
+            # the judge is still collecting evidence for this step: stay, without counting it as inconclusive
+            state = state.evolve(interval_start=now)
+            self._write(obj, state, now)
+            self._send_probes(record.get("probe_requests", 0))
+            return StepOutcome(state.phase.value, "analysed", weight, f"collecting evidence at {weight}%: {reasons}",
+                               next_check_s=self.strategy.interval_s, analysis=result.to_dict())
         if verdict in (Phase.FAILED, Phase.ERROR):
             failures = state.failures + 1
             state = state.evolve(failures=failures, inconclusive=0, interval_start=now)
@@ -445,6 +456,15 @@ class RolloutController:
             policy = self.strategy.inconclusive_policy
             if policy is InconclusivePolicy.ROLLBACK:
                 return self._rollback(obj, state, now, f"inconclusive at {weight}%: {reasons}", analysis=result.to_dict())
+            if policy is InconclusivePolicy.PAUSE:
+                # as Argo Rollouts: inconclusive pauses; the judge keeps measuring and decides when traffic allows
+                state = state.evolve(inconclusive=state.inconclusive + 1, interval_start=now)
+                self._write(obj, state, now)
+                self._send_probes(record.get("probe_requests", 0))
+                return StepOutcome(state.phase.value, "paused", weight,
+                                   f"inconclusive, paused at {weight}% (never rolled back for low traffic; "
+                                   f"send traffic or stop the rollout): {reasons}",
+                                   next_check_s=self.strategy.interval_s, analysis=result.to_dict())
             if policy is InconclusivePolicy.HOLD:
                 held = state.inconclusive + 1
                 if held >= self.strategy.max_inconclusive:
@@ -458,7 +478,7 @@ class RolloutController:
                 return StepOutcome(state.phase.value, "analysed", weight, f"inconclusive, holding at {weight}% ({held}/{self.strategy.max_inconclusive}): {reasons}",
                                    next_check_s=self.strategy.interval_s, analysis=result.to_dict())
             # PROMOTE: counts as a success
-        successes = state.successes + 1
+        successes = max(state.successes + 1, self.strategy.intervals_per_step)  # the judge counted min_intervals
         state = state.evolve(successes=successes, inconclusive=0, interval_start=now)
         if successes < self.strategy.intervals_per_step:
             self._write(obj, state, now)
@@ -561,7 +581,7 @@ class RolloutController:
             return self._run_hooks(obj, state, now)
         if self._primed != (state.rollout_id, "bake"):
             ps = PredictorStatus.from_isvc(obj)
-            self._prime(state.target_version, state.canary_revision or ps.latest_ready, now)
+            self._prime(state.target_version, state.canary_revision or ps.latest_ready, now, state.mode)
             self._primed = (state.rollout_id, "bake")
             state = state.evolve(interval_start=now)
             self._write(obj, state, now)
@@ -576,7 +596,7 @@ class RolloutController:
         result, record, _ = self._analyse(state, canary_rev, None, start, now, 100, bake=True)
         from serving.rollout.analysis import Phase
 
-        state = state.evolve(intervals=state.intervals + (record,), interval_start=now)
+        state = state.evolve(intervals=_keep_last_evidence(state.intervals) + (record,), interval_start=now)
         reasons = "; ".join(result.reasons) if result.reasons else result.phase.value
         if result.phase in (Phase.FAILED, Phase.ERROR):
             failures = state.failures + 1
@@ -597,16 +617,17 @@ class RolloutController:
         self, state: RolloutState, canary_rev: str | None, stable_rev: str | None, start: float, end: float, weight: int,
         bake: bool = False,
     ):
-        from serving.rollout.analysis import AnalysisPolicy, analyse
+        from serving.rollout.analysis import AnalysisPolicy
+        from serving.rollout.sequential import judge
 
         policy = self.strategy.analysis_policy or AnalysisPolicy()
         provider_error = None
         canary_m: RevisionMetrics | None = None
         stable_m: RevisionMetrics | None = None
         try:
-            canary_m = self.metrics.collect(self._target(state.target_version, canary_rev), start, end)
+            canary_m = self._collect(self._target(state.target_version, canary_rev, state.mode), start, end, policy.provider_retries)
             if not bake:
-                stable_m = self.metrics.collect(self._target(state.previous_version, stable_rev), start, end)
+                stable_m = self._collect(self._target(state.previous_version, stable_rev, state.mode), start, end, policy.provider_retries)
         except (MetricsError, BackendError) as exc:
             provider_error = f"metrics: {exc}"
         baseline_used = False
@@ -619,7 +640,13 @@ class RolloutController:
         quality, quality_error = None, None
         if self.quality is not None and self.strategy.quality_probe and not bake and provider_error is None:
             quality, quality_error = self._probe_quality(state, weight)
-        result = analyse(canary_m, stable_m, policy, quality=quality, provider_error=provider_error, quality_error=quality_error)
+        verdict = judge(
+            _last_evidence(state), canary_m, stable_m, policy,
+            step=len(state.steps) if bake else state.step_index, weight=weight, stable_is_baseline=baseline_used,
+            min_intervals=self.strategy.intervals_per_step, interval_s=self.strategy.interval_s,
+            quality=quality, provider_error=provider_error, quality_error=quality_error,
+        )
+        result = verdict.result
         record = {
             "step": state.step_index,
             "weight": weight,
@@ -627,32 +654,69 @@ class RolloutController:
             "start": start,
             "end": end,
             "phase": result.phase.value,
+            "decided": verdict.decided,
+            "probe_requests": verdict.probe_requests,
             "reasons": list(result.reasons),
+            "checks": [c.to_dict() for c in result.checks],
             "canary": summarize_metrics(canary_m),
             "stable": summarize_metrics(stable_m),
+            "canary_revision": canary_rev,
+            "stable_revision": stable_rev if not bake else None,
             "stable_from_baseline": baseline_used,
             "quality": _quality_summary(quality),
+            EVIDENCE_KEY: verdict.evidence,
         }
         log.info(
             "%s: interval at %d%%: %s %s", self.name, weight, result.phase.value, "; ".join(result.reasons),
         )
         return result, record, new_baseline
 
-    def _prime(self, version: str, revision: str | None, now: float) -> None:
+    def _collect(self, target: MetricsTarget, start: float, end: float, retries: int) -> RevisionMetrics:
+        """``metrics.collect`` with immediate retries (a transient provider error is not a verdict)."""
+        for attempt in range(retries + 1):
+            try:
+                return self.metrics.collect(target, start, end)
+            except (MetricsError, BackendError) as exc:
+                if attempt >= retries:
+                    raise
+                log.warning("%s: metrics for %s failed (attempt %d/%d), retrying: %s", self.name, target.arm, attempt + 1, retries + 1, exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send_probes(self, n: int) -> None:
+        """Golden-prompt probe traffic to both arms when the judge asks for it (best effort)."""
+        if n <= 0 or self.probe_traffic is None:
+            return
+        try:
+            eps = self.backend.endpoints(self.name, self.namespace)
+            if eps.latest_url and eps.prev_url:
+                sent = self.probe_traffic(eps.latest_url, eps.prev_url, n)
+                log.info("%s: sent %s probe request(s) to each arm (judge asked for %d)", self.name, sent, n)
+        except Exception as exc:  # probes add evidence; their failure must not stop the rollout
+            log.warning("%s: probe traffic not sent: %s", self.name, exc)
+
+    def _prime(self, version: str, revision: str | None, now: float, mode: str | None = None) -> None:
         """Let the provider take its baseline for an interval starting ``now`` (result unused)."""
         try:
-            self.metrics.collect(self._target(version, revision), now, now)
+            self.metrics.collect(self._target(version, revision, mode), now, now)
         except (MetricsError, BackendError) as exc:
             log.debug("metrics baseline for v%s not taken: %s", version, exc)
 
-    def _target(self, version: str, revision: str | None) -> MetricsTarget:
+    def _target(self, version: str, revision: str | None, mode: str | None = None) -> MetricsTarget:
+        """The arm to measure: by version AND revision (a re-roll of one version with a new spec is two arms).
+
+        Standard mode names its canary by ``canaryStatuses[].name``, which the kit's PodMonitor cannot put on
+        the pods' series (their revision label is the ReplicaSet), so there the arm is selected by version only.
+        """
         urls: tuple[str, ...] = ()
         if revision:
             try:
                 urls = tuple(self.backend.revision_urls(self.name, self.namespace, revision))
             except BackendError:
                 urls = ()
-        return MetricsTarget(model_name=self.model_name, model_version=version, urls=urls, namespace=self.namespace)
+        return MetricsTarget(
+            model_name=self.model_name, model_version=version, urls=urls, namespace=self.namespace,
+            revision=(revision or None) if mode != DeploymentMode.STANDARD.value else None,
+        )
 
     def _probe_quality(self, state: RolloutState, weight: int):
         try:
@@ -773,3 +837,19 @@ def _quality_summary(quality: Any) -> dict | None:
     if hasattr(quality, "to_dict"):
         return quality.to_dict()
     return {"repr": repr(quality)}
+
+
+EVIDENCE_KEY = "judge"  # the sequential judge's accumulator, kept on the latest interval record only
+
+
+def _last_evidence(state: RolloutState) -> dict | None:
+    """The judge's evidence so far (from the latest interval that carries it)."""
+    for record in reversed(state.intervals):
+        if record.get(EVIDENCE_KEY):
+            return record[EVIDENCE_KEY]
+    return None
+
+
+def _keep_last_evidence(intervals: tuple[dict, ...]) -> tuple[dict, ...]:
+    """Drop the accumulator from older records (the annotation budget is small; the newest one has it all)."""
+    return tuple({k: v for k, v in r.items() if k != EVIDENCE_KEY} for r in intervals)

@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 log = logging.getLogger(__name__)
 
+REPORT_TAG = "llmops.rollout_report"  # model-version tag: runs:/ URI of the rollout report artifact
+
 
 @dataclass(frozen=True)
 class RolloutEvent:
@@ -64,6 +66,40 @@ class MlflowHooks:
         self.model_name = model_name
         self.tracking_uri = tracking_uri
 
+    def attach_report(self, event: RolloutEvent) -> str | None:
+        """Log the rollout report (JSON + Markdown, every verdict's evidence) as artifacts of the version's run.
+
+        Returns the ``runs:/`` URI of the Markdown (also set as the version's
+        ``llmops.rollout_report`` tag), or ``None`` when the version has no run.
+        Rewriting the same files makes a retried hook idempotent.
+        """
+        import json
+
+        from model_registry.client import connect
+        from serving.rollout.report import render_markdown
+
+        if not event.report:
+            return None
+        conn = connect(self.tracking_uri)
+        with conn.guard():
+            mv = conn.client.get_model_version(self.model_name, str(event.version))
+            if not mv.run_id:
+                return None
+            folder = f"rollouts/{event.report.get('rollout_id') or 'rollout'}"
+            conn.client.log_text(mv.run_id, json.dumps(event.report, indent=2, sort_keys=True, default=str), f"{folder}/rollout.json")
+            conn.client.log_text(mv.run_id, render_markdown(event.report), f"{folder}/rollout.md")
+            uri = f"runs:/{mv.run_id}/{folder}/rollout.md"
+            conn.client.set_model_version_tag(self.model_name, str(event.version), REPORT_TAG, uri)
+        log.info("registry: rollout report of %s v%s attached at %s", self.model_name, event.version, uri)
+        return uri
+
+    def _report_url(self, event: RolloutEvent) -> str | None:
+        try:
+            return self.attach_report(event) or event.report_url
+        except Exception as exc:  # the alias must move even when the artifact store is unreachable
+            log.warning("registry: rollout report not attached to %s v%s: %s", self.model_name, event.version, exc)
+            return event.report_url
+
     def promoted(self, event: RolloutEvent) -> None:
         from model_registry import promotion
 
@@ -73,7 +109,7 @@ class MlflowHooks:
             event.version,
             trigger="canary",
             reason=event.reason or f"canary rollout of {event.service} passed every step",
-            report_url=event.report_url,
+            report_url=self._report_url(event),
             tracking_uri=self.tracking_uri,
         )
         log.info("registry: %s v%s is now champion", self.model_name, event.version)
@@ -86,7 +122,7 @@ class MlflowHooks:
             self.model_name,
             event.version,
             reason=event.reason or "rolled back by the canary analysis",
-            report_url=event.report_url,
+            report_url=self._report_url(event),
             report=event.report,
             tracking_uri=self.tracking_uri,
         )

@@ -110,3 +110,34 @@ class LoadGenerator:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def send_probes(
+    canary_url: str, stable_url: str, model: str, prompts: list[str], n: int, max_tokens: int = 4, timeout_s: float = 30.0,
+) -> int:
+    """Send ``n`` golden prompts to each arm's own address (tag routes), the same prompts to both.
+
+    Called by the rollout controller when the sequential judge finds real
+    traffic too thin for a step (``AnalysisPolicy.probe_budget`` bounds ``n``):
+    both arms see identical probe requests, so the comparison stays fair.
+
+    Returns:
+        Requests answered by both arms (any HTTP status counts; a transport error does not).
+    """
+    if n <= 0 or not prompts:
+        return 0
+    answered = 0
+    with httpx.Client(timeout=timeout_s) as client:
+        for prompt in itertools.islice(itertools.cycle(prompts), n):
+            ok = 0
+            for url in (canary_url, stable_url):
+                try:
+                    client.post(
+                        url.rstrip("/") + "/openai/v1/completions",
+                        json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+                    )
+                    ok += 1
+                except httpx.HTTPError as exc:
+                    log.debug("probe to %s failed: %s", url, exc)
+            answered += ok == 2
+    return answered

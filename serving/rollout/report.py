@@ -90,6 +90,12 @@ def render_markdown(report: dict[str, Any], chart_name: str | None = None) -> st
             f"{_fmt(c.get('error_rate'), pct=True)} | {_fmt(s.get('error_rate'), pct=True)} | "
             f"{_fmt(c.get('latency_p95_s'), ms=True)} | {stable_p95} | {quality} |"
         )
+    if report.get("outcome") == "error" or any(
+        c.get("name") == "metrics" and c.get("phase") == "Error" for r in report.get("intervals", []) for c in r.get("checks") or ()
+    ):
+        lines += ["", "**The judge could not see**: metrics were unavailable, so this says nothing about the canary's "
+                  "health (see the metrics check below)."]
+    lines += _evidence_lines(report)
     failing = [r for r in report.get("intervals", []) if r.get("phase") != "Successful"]
     if failing:
         lines += ["", "## Reasons", ""]
@@ -99,6 +105,55 @@ def render_markdown(report: dict[str, Any], chart_name: str | None = None) -> st
     if chart_name:
         lines += ["", f"![canary vs stable]({chart_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _evidence_lines(report: dict[str, Any]) -> list[str]:
+    """Per interval, every check: verdict, measured value vs threshold, E-value vs its bound, sample sizes."""
+    rows = [r for r in report.get("intervals", []) if r.get("checks")]
+    if not rows:
+        return []
+    lines = ["", "## Evidence", "",
+             "Sequential judge (always-valid tests; see serving/rollout/sequential.py): a check fails when its "
+             "E-value reaches 1/alpha for that check and the effect exceeds its limit.", ""]
+    for i, row in enumerate(report.get("intervals", []), 1):
+        if not row.get("checks"):
+            continue
+        weight = f"{row['weight']}%" + (" (bake)" if row.get("bake") else "")
+        lines += [f"### Interval {i} at {weight}: {row['phase']}" + ("" if row.get("decided", True) else " (collecting)"), "",
+                  "| check | verdict | value | limit | E | reject at | always-valid p | samples |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for c in row["checks"]:
+            d = c.get("details") or {}
+            samples = d.get("pooled") or d.get("interval") or ""
+            if isinstance(samples, dict):
+                samples = ", ".join(f"{k} {v}" for k, v in samples.items() if not isinstance(v, dict)) or \
+                    ", ".join(f"{k} {v.get('canary_above', '')}/{v.get('stable_above', '')}" for k, v in samples.items() if isinstance(v, dict))
+            if "canary" in d and isinstance(d["canary"], int):
+                samples = f"canary {d['canary']}, stable {d.get('stable')}"
+            lines.append(
+                f"| {c['name']} | {c['phase']} | {_num(c.get('value'))} | {_num(c.get('threshold'))} | "
+                f"{_num(d.get('e_value'))} | {_num(d.get('e_threshold'))} | {_num(c.get('p_value'))} | {samples} |"
+            )
+        tails = [c for c in row["checks"] if c["name"].endswith("_tail")]
+        for c in tails:
+            d = c.get("details") or {}
+            ca, st = d.get("canary") or {}, d.get("stable") or {}
+            lines.append(
+                f"- {c['name']}: canary p95 {_num(ca.get('p95'))}s (95% CI {_num((ca.get('p95_ci') or [None])[0])}–"
+                f"{_num((ca.get('p95_ci') or [None, None])[1])}), p99 {_num(ca.get('p99'))}s (CI "
+                f"{_num((ca.get('p99_ci') or [None])[0])}–{_num((ca.get('p99_ci') or [None, None])[1])}); stable p95 "
+                f"{_num(st.get('p95'))}s, p99 {_num(st.get('p99'))}s"
+            )
+        lines.append("")
+    return lines
 
 
 def render_chart(report: dict[str, Any], path: Path) -> Path | None:

@@ -18,6 +18,7 @@ class StrategyError(ValueError):
 class InconclusivePolicy(str, enum.Enum):
     """What an INCONCLUSIVE interval (too little traffic, no verdict) leads to."""
 
+    PAUSE = "pause"  # stay on the step and keep measuring until the judge decides (Argo Rollouts); never rolls back
     ROLLBACK = "rollback"  # treat as a failure at once
     HOLD = "hold"  # stay on the step for up to ``max_inconclusive`` intervals, then roll back
     PROMOTE = "promote"  # treat as a success (only for services with no users)
@@ -54,7 +55,7 @@ class RolloutStrategy:
     interval_s: float = 60.0  # length of one analysis interval, seconds
     intervals_per_step: int = 1  # successful intervals needed before the next step
     failure_limit: int = 1  # FAILED/ERROR intervals tolerated in total before rolling back (>= 1)
-    on_inconclusive: InconclusivePolicy = InconclusivePolicy.HOLD  # see InconclusivePolicy
+    on_inconclusive: InconclusivePolicy = InconclusivePolicy.PAUSE  # see InconclusivePolicy
     max_inconclusive: int = 3  # HOLD: consecutive inconclusive intervals before rolling back
     ready_timeout_s: float = 600.0  # a canary not ready after this long is a failure
     warmup_s: float = 0.0  # after the canary is first ready, let it serve this long before measuring (cold start)

@@ -84,6 +84,7 @@ class FaultConfig:
     latency_ms: float = 0.0  # extra latency added to every inference request
     error_rate: float = 0.0  # share of inference requests answered with HTTP 500
     seed: int | None = None  # seeds the error draw, for reproducible tests
+    latency_share: float = 1.0  # share of requests that get latency_ms (below 1: a tail regression)
 
     def validate(self) -> "FaultConfig":
         """Raises ConfigError when a value is out of range."""
@@ -91,6 +92,8 @@ class FaultConfig:
             raise ConfigError(f"--fault_latency_ms must be >= 0, got {self.latency_ms}")
         if not 0.0 <= self.error_rate <= 1.0:
             raise ConfigError(f"--fault_error_rate must be within [0, 1], got {self.error_rate}")
+        if not 0.0 <= self.latency_share <= 1.0:
+            raise ConfigError(f"--fault_latency_share must be within [0, 1], got {self.latency_share}")
         return self
 
     @property

@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--fault_latency_ms", type=float, default=0.0, help="Add this latency to every request.")
     faults.add_argument("--fault_error_rate", type=float, default=0.0, help="Answer 500 for this share of requests.")
     faults.add_argument("--fault_seed", type=int, default=None, help="Seed for the error draw.")
+    faults.add_argument("--fault_latency_share", type=float, default=1.0, help="Share of requests that get --fault_latency_ms (tail latency).")
     parser.set_defaults(enable_grpc=False)  # one HTTP port per server: parallel servers do not clash
     return parser
 
@@ -112,7 +113,7 @@ class InferenceMiddleware:
             await send(message)
 
         try:
-            if self.faults.latency_ms > 0:
+            if self.faults.latency_ms > 0 and (self.faults.latency_share >= 1 or self._rng.random() < self.faults.latency_share):
                 await asyncio.sleep(self.faults.latency_ms / 1000.0)
             if self.faults.error_rate > 0 and self._rng.random() < self.faults.error_rate:
                 await _send_error(recording_send, InjectedFaultError("injected fault (--fault_error_rate)", code="injected_fault"))
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_total_tokens=args.max_total_tokens,
             request_timeout_s=args.request_timeout_s,
         ).validate()
-        faults = FaultConfig(args.fault_latency_ms, args.fault_error_rate, args.fault_seed).validate()
+        faults = FaultConfig(args.fault_latency_ms, args.fault_error_rate, args.fault_seed, args.fault_latency_share).validate()
         limits = RequestLimits(
             max_body_bytes=args.max_body_bytes,
             max_prompt_chars=args.max_prompt_chars,

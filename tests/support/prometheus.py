@@ -65,9 +65,9 @@ def _static_configs(targets: Sequence[str], labels: dict[str, dict[str, str]] | 
 @contextlib.contextmanager
 def run_prometheus(
     targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0,
-    labels: dict[str, dict[str, str]] | None = None,
+    labels: dict[str, dict[str, str]] | None = None, scrape_configs: list[dict] | None = None,
 ) -> Iterator[str]:
-    """Start Prometheus scraping ``targets``; yield its URL.
+    """Start Prometheus scraping ``targets`` (or the given ``scrape_configs``); yield its URL.
 
     Raises:
         RuntimeError: the binary is missing or the server did not become ready
@@ -82,7 +82,7 @@ def run_prometheus(
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": _static_configs(targets, labels),
+        "scrape_configs": scrape_configs if scrape_configs is not None else _static_configs(targets, labels),
     }
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))

@@ -71,7 +71,8 @@ def test_promotion_moves_champion_with_the_report_link(registry, tmp_path):
     assert get_champion(name, uri).version == "2"
     event = history(name, uri)[-1]
     assert event.kind == "promotion" and event.to_version == "2" and event.trigger == "canary"
-    assert event.report_url.startswith("file://") and event.report_url.endswith("rollout.md")
+    # the history links the report attached to the version in MLflow, not a file inside a controller pod
+    assert event.report_url.startswith("runs:/") and event.report_url.endswith("rollout.md")
     assert (tmp_path / "report" / "rollout.json").exists()
 
 
@@ -88,6 +89,23 @@ def test_rollback_keeps_champion_and_records_the_reason(registry):
     event = history(name, uri)[-1]
     assert event.kind == "rollback" and "latency" in event.reason
     assert event.report["outcome"] == "rolled_back" and event.report["intervals"][0]["phase"] == "Failed"
+    # every verdict's evidence is an artifact of the version a user can open
+    import json
+
+    import mlflow
+    from model_registry.client import connect
+    from serving.rollout.hooks import REPORT_TAG
+
+    mv = connect(uri).client.get_model_version(name, "2")
+    link = mv.tags[REPORT_TAG]
+    assert link.startswith(f"runs:/{mv.run_id}/rollouts/") and event.report_url == link
+    mlflow.set_tracking_uri(uri)
+    report = json.loads(mlflow.artifacts.load_text(link.replace("rollout.md", "rollout.json")))
+    failed = next(r for r in report["intervals"] if r["phase"] == "Failed")
+    check = next(c for c in failed["checks"] if c["phase"] == "Failed")
+    assert check["details"]["e_value"] >= check["details"]["e_threshold"]
+    md = mlflow.artifacts.load_text(link)
+    assert "## Evidence" in md and check["name"] in md
 
 
 def test_bake_window_rollback_moves_champion_back(registry):

@@ -132,7 +132,9 @@ def test_good_version_promotes_through_every_step(local, tiny_model, tmp_path):
 )
 def test_injected_fault_rolls_back_at_the_first_step(local, tiny_model, tmp_path, args, needle):
     url = deploy(local, tiny_model)
-    ctrl = controller(local, tiny_model, args=args)
+    # the sequential judge lets a step pass once it has min_requests: ask for ~2 intervals' worth at 10 %
+    policy = AnalysisPolicy(min_requests=12, max_latency_ratio=2.0, max_ttft_ratio=None)
+    ctrl = controller(local, tiny_model, args=args, analysis_policy=policy)
     with traffic(url):
         result = run_rollout(ctrl, report_dir=tmp_path / "report", max_duration_s=300)
     assert result.outcome == "rolled_back", result.reason
@@ -181,7 +183,8 @@ def test_worse_model_rolls_back_on_quality(local, tiny_model, micro_model, tmp_p
 
 def test_silent_canary_is_inconclusive_and_held_then_rolled_back(local, tiny_model, tmp_path):
     deploy(local, tiny_model)
-    ctrl = controller(local, tiny_model, max_inconclusive=2)  # no traffic generator: nobody calls
+    policy = AnalysisPolicy(min_requests=5, max_latency_ratio=2.0, max_ttft_ratio=None, max_intervals_per_step=1)
+    ctrl = controller(local, tiny_model, max_inconclusive=2, analysis_policy=policy)  # no traffic generator: nobody calls
     result = run_rollout(ctrl, report_dir=tmp_path / "report", max_duration_s=300)
     assert result.outcome == "rolled_back"
     assert verdicts(result) == [(10, "Inconclusive"), (10, "Inconclusive")]

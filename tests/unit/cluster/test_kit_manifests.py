@@ -164,7 +164,9 @@ def test_pod_monitor_selects_the_predictor_pods():
     for mode, port in ((DeploymentMode.SERVERLESS, "user-port"), (DeploymentMode.STANDARD, "http1")):
         pm = render.render_pod_monitor(KitSpec(model="chat", mode=mode), "ns")
         assert pm["spec"]["selector"]["matchLabels"]["serving.kserve.io/inferenceservice"] == "chat"
-        assert pm["spec"]["podMetricsEndpoints"] == [{"port": port, "path": "/metrics", "interval": "15s"}]
+        (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+        assert {k: endpoint[k] for k in ("port", "path", "interval")} == {"port": port, "path": "/metrics", "interval": "15s"}
+        assert [r["targetLabel"] for r in endpoint["relabelings"]] == ["revision"]
 
 
 def test_predictor_service_account_has_no_token_and_a_pull_secret():
@@ -203,8 +205,10 @@ def test_bad_kit_is_refused_naming_the_field(kit, message):
          "'supportedModelFormat' was unexpected"),
         ("Role", lambda o: o["rules"][0].__setitem__("verb", ["get"]), "rules.0"),
         ("NetworkPolicy", lambda o: o["spec"]["ingress"][0]["ports"][0].__setitem__("protocol", 6), "ingress.0.ports.0.protocol"),
-        ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0].__setitem__("portNumber", 8080),
-         "'portNumber' was unexpected"),
+        ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0].__setitem__("portName", "http"),
+         "'portName' was unexpected"),
+        ("PodMonitor", lambda o: o["spec"]["podMetricsEndpoints"][0]["relabelings"][0].__setitem__("source_labels", ["x"]),
+         "'source_labels' was unexpected"),
         ("PodMonitor", lambda o: o["spec"].pop("selector"), "'selector' is a required property"),
         ("InferenceService", lambda o: o["spec"]["predictor"].__setitem__("maxReplicas", "many"),
          "spec.predictor.maxReplicas: 'many' is not of type 'integer'"),

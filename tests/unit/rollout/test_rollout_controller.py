@@ -9,6 +9,7 @@ import pytest
 
 from serving.backends.base import Conflict
 from serving.isvc import DeploymentMode, render_isvc
+from serving.rollout.analysis import AnalysisPolicy
 from serving.rollout.controller import RolloutController, RolloutRefused, RolloutSpecError, predictor_version
 from serving.rollout.state import LEASE_ANNOTATION, STATE_ANNOTATION, RolloutPhase, RolloutState
 from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy, StrategyError, parse_steps
@@ -165,7 +166,8 @@ def test_canary_never_ready_fails_with_the_condition_reason(backend, metrics, ho
 
 def test_silent_canary_hold_then_rollback(backend, hooks):
     metrics = ScriptedMetrics(backend, NAME, NS, {"2": SILENT})
-    ctrl = make(backend, metrics, hooks, on_inconclusive=InconclusivePolicy.HOLD, max_inconclusive=3)
+    ctrl = make(backend, metrics, hooks, on_inconclusive=InconclusivePolicy.HOLD, max_inconclusive=3,
+                analysis_policy=AnalysisPolicy(min_requests=10, max_intervals_per_step=1))
     trace, _ = drive(ctrl, backend)
     held = [o for o, _, _ in trace if o.action == "analysed"]
     assert [("holding" in o.message) for o in held] == [True, True]
@@ -176,7 +178,7 @@ def test_silent_canary_hold_then_rollback(backend, hooks):
 
 def test_silent_canary_rollback_policy_rolls_back_at_once(backend, hooks):
     metrics = ScriptedMetrics(backend, NAME, NS, {"2": SILENT})
-    ctrl = make(backend, metrics, hooks, on_inconclusive="rollback")
+    ctrl = make(backend, metrics, hooks, on_inconclusive="rollback", analysis_policy=AnalysisPolicy(min_requests=10, max_intervals_per_step=1))
     trace, _ = drive(ctrl, backend)
     analysed = [o for o, _, _ in trace if o.analysis]
     assert len(analysed) == 1 and analysed[0].action == "rolling_back"
@@ -185,7 +187,7 @@ def test_silent_canary_rollback_policy_rolls_back_at_once(backend, hooks):
 
 def test_silent_canary_promote_policy_promotes(backend, hooks):
     metrics = ScriptedMetrics(backend, NAME, NS, {"2": SILENT})
-    ctrl = make(backend, metrics, hooks, on_inconclusive="promote")
+    ctrl = make(backend, metrics, hooks, on_inconclusive="promote", analysis_policy=AnalysisPolicy(min_requests=10, max_intervals_per_step=1))
     trace, _ = drive(ctrl, backend)
     assert trace[-1][0].result == "promoted" and served_version(backend) == "2"
     assert hooks.kinds == ["promoted"]
@@ -409,7 +411,7 @@ def test_corrupt_state_annotation_says_how_to_fix(backend, metrics, hooks):
         ({"steps": ()}, "at least one step"),
         ({"interval_s": 0}, "interval_s: must be > 0"),
         ({"failure_limit": 0}, "failure_limit: must be >= 1"),
-        ({"on_inconclusive": "maybe"}, "unknown policy 'maybe'; use one of rollback, hold, promote"),
+        ({"on_inconclusive": "maybe"}, "unknown policy 'maybe'; use one of pause, rollback, hold, promote"),
         ({"lease_ttl_s": 5, "interval_s": 10}, "shorter than one interval"),
         ({"bake_s": -1}, "bake_s"),
     ],

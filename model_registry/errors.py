@@ -13,8 +13,10 @@ translated at the boundary (``raise ... from exc``)::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
 
-class RegistryError(Exception):
+
+class RegistryError(LlmopsError):
     """Base class of every model registry error."""
 
 

@@ -13,6 +13,8 @@ the repository, or the copy shipped in ``serving/cluster/crds``.
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import copy
 import enum
 import functools
@@ -38,7 +40,7 @@ MODEL_FORMAT = "llmops-llm"  # the modelFormat our ServingRuntime declares
 DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
-class IsvcError(ValueError):
+class IsvcError(LlmopsError, ValueError):
     """Base class for InferenceService rendering errors."""
 
 

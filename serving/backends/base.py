@@ -17,12 +17,14 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import abc
 from dataclasses import dataclass, field
 from typing import Any
 
 
-class BackendError(Exception):
+class BackendError(LlmopsError):
     """Base class for serving backend errors."""
 
 

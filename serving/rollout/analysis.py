@@ -50,6 +50,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
@@ -61,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from serving.rollout.quality import QualityResult
 
 
-class AnalysisError(Exception):
+class AnalysisError(LlmopsError):
     """Base class for analysis errors."""
 
 

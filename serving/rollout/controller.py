@@ -25,6 +25,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import copy
 import dataclasses
 import logging
@@ -64,7 +66,7 @@ MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"
 QualityProber = Callable[[str, str], Any]  # (canary_url, stable_url) -> QualityResult
 
 
-class RolloutError(Exception):
+class RolloutError(LlmopsError):
     """Base class for rollout controller errors."""
 
 

@@ -7,6 +7,8 @@ tensor ``text_output`` out) protocols through ``predict``; the OpenAI routes in
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
@@ -30,7 +32,7 @@ from serving.runtime.engine import FINISH_ERROR, FINISH_TIMEOUT, GenerationEngin
 from serving.runtime.metrics import RuntimeMetrics
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(LlmopsError, RuntimeError):
     """The model folder cannot be served; the message says what is missing."""
 
 

@@ -717,6 +717,7 @@ class RolloutController:
             report=self.report_data(state),
             report_url=report_url,
             alias_moved="restore_alias" in state.hooks_pending,
+            rollout_id=state.rollout_id,
         )
         try:
             if "promote" in state.hooks_pending:

@@ -32,14 +32,23 @@ class MlflowRegistrySource(ModelSource):
     def fetch(self, uri: str, workdir: Path, options: FetchOptions) -> Fetched:
         import mlflow
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+
+        from model_registry.client import connect
+        from model_registry.errors import RegistryError, VersionNotFound
 
         name, version, alias = parse_models_uri(uri)
-        client = MlflowClient(tracking_uri=options.mlflow_tracking_uri, registry_uri=options.mlflow_tracking_uri)
+        what = f"alias {alias!r}" if alias else f"version {version}"
         try:
-            mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        except MlflowException as exc:
-            raise SourceUnavailableError(f"{uri}: not found in the MLflow registry: {exc.message}") from exc
+            # connect() sets the fail-fast HTTP retry defaults: a dead server fails in seconds, named
+            conn = connect(options.mlflow_tracking_uri)
+            missing = lambda: VersionNotFound(  # noqa: E731
+                f"{uri}: registered model {name!r} has no {what} in {conn.uri}; "
+                "check the name and version with `llmops registry lineage NAME VERSION`"
+            )
+            with conn.guard(missing):
+                mv = conn.client.get_model_version_by_alias(name, alias) if alias else conn.client.get_model_version(name, version)
+        except RegistryError as exc:
+            raise SourceUnavailableError(str(exc)) from exc
         dest = workdir / "download"
         dest.mkdir(parents=True)
         sub = options.artifact_path.strip("/")

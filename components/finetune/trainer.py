@@ -29,7 +29,7 @@ from pathlib import Path
 
 from components.finetune.config import FinetuneConfig
 from components.finetune.curve import write_loss_curve
-from components.finetune.data import IGNORE, TokenizedDataset, load_dataset
+from components.finetune.data import IGNORE, TokenizedDataset, check_base_model, load_dataset
 from components.finetune.errors import CheckpointError, FinetuneError
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,7 @@ def finetune(
     """
     config.validate()
     model_dir, train_file, out_dir = Path(model_dir), Path(train_file), Path(out_dir)
-    if not (model_dir / "config.json").exists():
-        raise FinetuneError(f"{model_dir} is not a model folder (no config.json); import the model first")
+    check_base_model(model_dir)  # safetensors only, as on every entry point
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -66,6 +66,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -231,6 +232,11 @@ def resolve_model_dir(storage_uri: str, base: Path | None = None, pull_cache: Pa
                 "use oci://host/repo@sha256:<digest> (what `llmops build-image` prints)"
             )
         digest_hex = uri.rsplit("@sha256:", 1)[1]
+        if not re.fullmatch(r"[0-9a-f]{64}", digest_hex):
+            raise LocalSpecError(
+                f"spec.predictor.model.storageUri: {storage_uri!r} has a malformed digest (sha256: must be "
+                "followed by 64 lowercase hex digits); copy the reference `llmops build-image` printed"
+            )
         if pull_cache is None:  # validating only: where the pull will land
             return Path(".llmops-models") / digest_hex
         from components.build_image.pull import pull_model
@@ -337,6 +343,13 @@ def check_supported(obj: dict[str, Any]) -> None:
         if spec.get(comp):
             raise LocalSpecError(f"spec.{comp}: not supported by the local backend (predictor only)")
     predictor = spec.get("predictor") or {}
+    pct = predictor.get("canaryTrafficPercent")
+    # Knative refuses a traffic percent outside 0..100 (serving pkg/apis/serving/v1 TrafficTarget.Validate)
+    if pct is not None and (isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100):
+        raise LocalSpecError(
+            f"spec.predictor.canaryTrafficPercent: {pct!r} is not a whole percent from 0 to 100; "
+            "set e.g. 10 for a 10% canary, or remove it to send all traffic to the latest revision"
+        )
     launch_spec(predictor, "check")
 
 
@@ -774,7 +787,7 @@ class LocalBackend(ServingBackend):
 
             try:
                 pulled = resolve_model_dir(uri, pull_cache=self.state_dir / "models")
-            except ImageBuildError as exc:
+            except (ImageBuildError, ValueError) as exc:
                 rev.update(state="Failed", reason=f"storageUri {uri!r}: pulling the modelcar failed: {exc}")
                 log.warning("revision %s failed: %s", rev_name, rev["reason"])
                 return

@@ -79,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from llmops_core.faults import kill_point
 from serving.backends.base import (
     BackendError,
     BackendUnavailable,
@@ -678,6 +679,7 @@ class LocalBackend(ServingBackend):
                 except OSError as exc:
                     raise BackendUnavailable(f"cannot lock {self.state_dir / 'state.lock'}: {exc}") from exc
                 self._state = self._load()
+                self._stop_orphans(self._state)
                 loaded = json.dumps(self._state, sort_keys=True)
             self._depth += 1
             try:
@@ -708,6 +710,57 @@ class LocalBackend(ServingBackend):
 
     def _save(self, state: dict[str, Any]) -> None:
         _atomic_write_json(self.state_dir / "state.json", state)
+        self._prune_spawn_journal(state)
+
+    # Spawn journal: a process is recorded in procs/<pid>.json the moment it starts, before
+    # state.json is saved; a controller killed in between leaves an entry that the next lock
+    # holder (a rerun, `llmops down`) finds and stops, so no model server is orphaned or duplicated.
+
+    def _journal_dir(self) -> Path:
+        return self.state_dir / "procs"
+
+    def _journal(self, proc: subprocess.Popen, argv: list[str]) -> None:
+        self._journal_dir().mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(self._journal_dir() / f"{proc.pid}.json",
+                           {"pid": proc.pid, "create_time": _create_time(proc.pid), "argv": argv})
+
+    def _recorded_pids(self, state: dict[str, Any]) -> set[int]:
+        pids = set()
+        for record in state.get("services", {}).values():
+            pids.update(r["pid"] for r in record.get("revisions", {}).values() if r.get("pid"))
+            if record.get("router", {}).get("pid"):
+                pids.add(record["router"]["pid"])
+        return pids
+
+    def _journal_entries(self) -> list[tuple[Path, dict[str, Any]]]:
+        out = []
+        for path in sorted(self._journal_dir().glob("*.json")) if self._journal_dir().is_dir() else ():
+            try:
+                out.append((path, json.loads(path.read_text())))
+            except (OSError, ValueError):
+                out.append((path, {}))
+        return out
+
+    def _prune_spawn_journal(self, state: dict[str, Any]) -> None:
+        recorded = self._recorded_pids(state)
+        for path, entry in self._journal_entries():
+            if entry.get("pid") in recorded or not _process_alive(entry.get("pid"), entry.get("create_time")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def _stop_orphans(self, state: dict[str, Any]) -> None:
+        """Stop processes started by a holder that died before saving state.json (under the lock)."""
+        recorded = self._recorded_pids(state)
+        for path, entry in self._journal_entries():
+            pid = entry.get("pid")
+            if pid in recorded or pid in self._children:
+                continue
+            if _process_alive(pid, entry.get("create_time")):
+                log.warning("stopping orphaned process %s (started but never recorded): %s", pid,
+                            shlex.join(entry.get("argv") or []))
+                self._stop({"pid": pid, "create_time": entry.get("create_time")}, f"orphaned process {pid}")
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _bump(self, state: dict[str, Any], record: dict[str, Any]) -> None:
         state["resourceVersion"] += 1
@@ -830,6 +883,8 @@ class LocalBackend(ServingBackend):
         except OSError as exc:
             raise BackendUnavailable(f"cannot start {shlex.join(argv)}: {exc}") from exc
         self._children[proc.pid] = proc
+        self._journal(proc, argv)
+        kill_point("local.spawned")  # crash-resume tests: killed before state.json records the process
         return proc
 
     def _stop(self, proc_record: dict[str, Any], what: str) -> None:

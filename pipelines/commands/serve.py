@@ -58,6 +58,8 @@ def load_manifest(path: Path) -> dict:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not a YAML text file (not UTF-8 at byte {exc.start}); pass an InferenceService YAML") from exc
     except yaml.YAMLError as exc:
         raise CliError(f"{path} is not valid YAML: {exc}") from exc
     isvcs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "InferenceService"]

@@ -397,6 +397,9 @@ class RolloutController:
         weight = state.weight
         ready, reason, canary_rev, stable_rev = self._canary_status(obj, state)
         if not ready:
+            failure = PredictorStatus.from_isvc(obj).failure if canary_rev else None
+            if failure:  # a failed revision does not recover by waiting: roll back now, with the cause
+                return self._rollback(obj, state, now, f"canary revision {canary_rev} failed at {weight}%: {failure}")
             waited = now - state.step_started
             if waited > self.strategy.ready_timeout_s:
                 why = f"canary not ready after {waited:.0f}s at {weight}%: {reason}"

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from llmops_core.faults import kill_point
 from model_registry.client import Connection, connect
 from model_registry.errors import PromotionConflict, RegistryError
 from model_registry.lock import RegistryLock, process_holder
@@ -191,13 +192,17 @@ def promote(
             report_url=report_url,
             rollout_id=rollout_id,
         )
+        kill_point("registry.promote.locked")
         try:
             if current is not None and current != target:
                 _set_alias(conn, name, PREVIOUS_CHAMPION, current)
+                kill_point("registry.promote.previous_moved")
             _set_alias(conn, name, CHAMPION, target)
+            kill_point("registry.promote.champion_moved")
             if _norm(aliases.get(CHALLENGER)) == target:
                 _set_alias(conn, name, CHALLENGER, None)
             recorded = _write_event(conn, name, event, now)
+            kill_point("registry.promote.event_written")
             with conn.guard():
                 conn.client.set_model_version_tag(name, target, TAG_PREFIX + "promoted_at", event.time)
         except BaseException:
@@ -274,6 +279,7 @@ def record_rollback(
         aliases = dict(require_model(conn, name).aliases or {})
         current = _norm(aliases.get(CHAMPION))
         now = clock()
+        kill_point("registry.rollback.locked")
         try:
             if current == target:
                 previous = _norm(aliases.get(PREVIOUS_CHAMPION))
@@ -288,6 +294,7 @@ def record_rollback(
                         before = event.from_version
                         break
                 _set_alias(conn, name, CHAMPION, previous)
+                kill_point("registry.rollback.champion_moved")
                 _set_alias(conn, name, PREVIOUS_CHAMPION, before if before != previous else None)
                 back_to = previous
             else:
@@ -310,6 +317,7 @@ def record_rollback(
                 ),
                 now,
             )
+            kill_point("registry.rollback.event_written")
             with conn.guard():
                 conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rollout_outcome", "rolled_back")
                 conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rolled_back_at", event.time)

@@ -33,22 +33,26 @@ class MlflowRegistrySource(ModelSource):
         import mlflow
         from mlflow.exceptions import MlflowException
 
+        from llmops_core.redact import redact
         from model_registry.client import connect
-        from model_registry.errors import RegistryError, VersionNotFound
+        from model_registry.errors import RegistryError, RegistryUnavailable
 
         name, version, alias = parse_models_uri(uri)
         what = f"alias {alias!r}" if alias else f"version {version}"
+        # connect() sets the fail-fast HTTP retry defaults: a dead server fails in seconds, named
+        conn = None
         try:
-            # connect() sets the fail-fast HTTP retry defaults: a dead server fails in seconds, named
             conn = connect(options.mlflow_tracking_uri)
-            missing = lambda: VersionNotFound(  # noqa: E731
-                f"{uri}: registered model {name!r} has no {what} in {conn.uri}; "
-                "check the name and version with `llmops registry lineage NAME VERSION`"
-            )
-            with conn.guard(missing):
+            with conn.guard():
                 mv = conn.client.get_model_version_by_alias(name, alias) if alias else conn.client.get_model_version(name, version)
-        except RegistryError as exc:
+        except RegistryUnavailable as exc:
             raise SourceUnavailableError(str(exc)) from exc
+        except RegistryError as exc:
+            where = redact(conn.uri) if conn else "the MLflow registry"
+            raise SourceUnavailableError(
+                f"{uri}: not found in the MLflow registry at {where} (no {what} of {name!r}); "
+                "check the name and version with `llmops registry history NAME`"
+            ) from exc
         dest = workdir / "download"
         dest.mkdir(parents=True)
         sub = options.artifact_path.strip("/")

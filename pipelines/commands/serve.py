@@ -69,18 +69,16 @@ def load_manifest(path: Path) -> dict:
             f"{len(isvcs)} InferenceService(s))"
         )
     obj = isvcs[0]
-    for where, value in (("metadata", obj.get("metadata")), ("spec", obj.get("spec")),
-                         ("spec.predictor", (obj.get("spec") or {}).get("predictor") if isinstance(obj.get("spec"), dict) else None),
-                         ("spec.predictor.model", None)):
-        if where == "spec.predictor.model":
-            pred = obj["spec"]["predictor"]
-            value = pred.get("model") if "model" in pred else {}
+    def mapping(where: str, value: object, example: str) -> dict:
         if not isinstance(value, dict):
-            example = {"metadata": "{name: llm}", "spec": "{predictor: {model: {...}}}",
-                       "spec.predictor": "{model: {modelFormat: {name: llmops-llm}, storageUri: ./model}}",
-                       "spec.predictor.model": "{modelFormat: {name: llmops-llm}, storageUri: ./model}"}[where]
             raise CliError(f"{path}: {where} must be a mapping, got {type(value).__name__} {value!r}; e.g. {where}: {example}")
-    if not isinstance(obj["metadata"].get("name"), str) or not obj["metadata"].get("name"):
+        return value
+
+    meta = mapping("metadata", obj.get("metadata"), "{name: llm}")
+    spec = mapping("spec", obj.get("spec"), "{predictor: {model: {...}}}")
+    pred = mapping("spec.predictor", spec.get("predictor"), "{model: {modelFormat: {name: llmops-llm}, storageUri: ./model}}")
+    mapping("spec.predictor.model", pred.get("model", {}), "{modelFormat: {name: llmops-llm}, storageUri: ./model}")
+    if not isinstance(meta.get("name"), str) or not meta.get("name"):
         raise CliError(f"{path}: metadata.name is required (an InferenceService name, e.g. llm)")
     model = obj["spec"]["predictor"].get("model") or {}
     uri = model.get("storageUri")

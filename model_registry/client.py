@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmops_core.redact import redact
 from model_registry.errors import RegistryError, RegistryUnavailable
 
 if TYPE_CHECKING:
@@ -130,17 +131,32 @@ def _error_code(exc: BaseException) -> str | None:
     return getattr(exc, "error_code", None)
 
 
+_CAUSES = (  # (text in the exception, what the user reads)
+    ("Connection refused", "connection refused (nothing listens there)"),
+    ("Name or service not known", "host name not found"),
+    ("nodename nor servname", "host name not found"),
+    ("Temporary failure in name resolution", "host name not found"),
+    ("timed out", "timed out"),
+    ("Max retries exceeded", "no answer after retries"),
+)
+
+
 def unavailable_message(uri: str, cause: object) -> str:
-    cause_text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    if len(cause_text) > 300:
-        cause_text = cause_text[:300] + "..."
+    """One line naming the (redacted) server, the cause and the fix."""
+    text = str(cause)
+    cause_text = next((short for needle, short in _CAUSES if needle in text), None)
+    if cause_text is None:
+        cause_text = text.splitlines()[0] if text else type(cause).__name__
+        if len(cause_text) > 300:
+            cause_text = cause_text[:300] + "..."
+    uri = redact(uri)
     if is_http(uri):
         fix = (
             "start the server (e.g. `mlflow server --backend-store-uri sqlite:///mlflow.db --port 5000`), "
             "check MLFLOW_TRACKING_URI, or unset it to use the embedded store in ./.llmops/mlflow"
         )
-        return f"MLflow tracking server at {uri} is unreachable or failing: {cause_text}; {fix}"
-    return f"MLflow store {uri} cannot be used: {cause_text}; check the path exists and is writable, or set MLFLOW_TRACKING_URI"
+        return redact(f"MLflow tracking server at {uri} is unreachable or failing: {cause_text}; {fix}")
+    return redact(f"MLflow store {uri} cannot be used: {cause_text}; check the path exists and is writable, or set MLFLOW_TRACKING_URI")
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -193,5 +209,5 @@ def translate_errors(uri: str, not_found: Callable[[], RegistryError] | None = N
         from mlflow.exceptions import MlflowException
 
         if isinstance(exc, MlflowException):
-            raise RegistryError(f"MLflow at {uri} refused the request: {exc}") from exc
+            raise RegistryError(redact(f"MLflow at {uri} refused the request: {exc}")) from exc
         raise

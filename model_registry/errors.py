@@ -3,7 +3,8 @@
 Every error names the problem and the fix; MLflow and HTTP exceptions are
 translated at the boundary (``raise ... from exc``)::
 
-    RegistryError
+    LlmopsError (llmops_core.errors)
+    └── RegistryError
     ├── ModelNotFound          no registered model with that name
     ├── VersionNotFound        no such version or alias (or it failed to register)
     ├── InvalidModelFolder     the folder is not a safe Hugging Face model folder
@@ -13,8 +14,10 @@ translated at the boundary (``raise ... from exc``)::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
 
-class RegistryError(Exception):
+
+class RegistryError(LlmopsError):
     """Base class of every model registry error."""
 
 

@@ -5,34 +5,34 @@ built on MLflow's own unique constraint: creating the registered model
 ``llmops-lock-<name>`` succeeds for exactly one caller and fails with
 ``RESOURCE_ALREADY_EXISTS`` for the others (SQL primary key, same on SQLite
 and behind ``mlflow server``). The lock carries a token, its owner and an
-expiry; a lock whose holder crashed is taken over after it expires (renamed
-to a unique tombstone first, so two takers cannot both win). Under the lock,
+expiry (:mod:`model_registry.lock`); the same rollout (``rollout_id``) takes
+its own leftover lock over at once, anyone else after it expires. Under the lock,
 ``expected_champion`` is compared with the current champion: a caller that
 evaluated against a champion that has since moved gets
 :class:`PromotionConflict` instead of silently overwriting it.
 
 Events go to registered-model tags ``llmops.event.<epoch-ms>-<random>`` (JSON),
 unique and time-ordered, so :func:`model_registry.queries.history` reads them
-back in order with one call.
+back in order with one call. An event carries the ``rollout_id`` that wrote
+it; a rerun of that rollout finds it and writes nothing twice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from llmops_core.faults import kill_point
 from model_registry.client import Connection, connect
 from model_registry.errors import PromotionConflict, RegistryError
+from model_registry.lock import RegistryLock, process_holder
 from model_registry.queries import read_history
-from model_registry.registration import LOCK_PREFIX, get_ready_version, require_model
+from model_registry.lock import LOCK_PREFIX
+from model_registry.registration import get_ready_version, require_model
 from model_registry.types import (
     ANY,
     CHALLENGER,
@@ -46,7 +46,7 @@ from model_registry.types import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOCK_TTL_S = 300.0  # a crashed holder's lock is taken over after this long
+DEFAULT_LOCK_TTL_S = 60.0  # another holder's leftover lock is taken over after this long (the same rollout: at once)
 MAX_REPORT_CHARS = 50_000  # larger rollback reports are replaced by a summary
 
 
@@ -58,120 +58,38 @@ def lock_name(name: str) -> str:
     return f"{LOCK_PREFIX}{name}"
 
 
-@dataclass
-class PromotionLock:
-    """A registry-wide mutex for one registered model (see the module docstring)."""
+def PromotionLock(  # noqa: N802 - kept as the name callers and tests know
+    conn: Connection,
+    name: str,
+    ttl_s: float = DEFAULT_LOCK_TTL_S,
+    clock: Callable[[], float] = time.time,
+    owner: str | None = None,
+) -> RegistryLock:
+    """The promotion lock of registered model ``name`` (``llmops-lock-<name>``).
 
-    conn: Connection  # registry connection
-    name: str  # the registered model being promoted
-    ttl_s: float = DEFAULT_LOCK_TTL_S  # expiry of the lock
-    clock: Callable[[], float] = time.time  # injected in tests
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}")
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-    held: bool = False
+    Args:
+        conn: registry connection.
+        name: the registered model being promoted.
+        ttl_s: expiry of the lock.
+        clock: epoch seconds.
+        owner: the holder; ``rollout:<id>`` lets the same rollout take a leftover lock over at once.
+    """
+    return RegistryLock(conn, name, ttl_s=ttl_s, clock=clock, owner=owner or process_holder(), activity="promotion")
 
-    @property
-    def lock_name(self) -> str:
-        return lock_name(self.name)
 
-    def _create(self) -> bool:
-        now = self.clock()
-        tags = {
-            "llmops.lock.token": self.token,
-            "llmops.lock.owner": self.owner,
-            "llmops.lock.acquired_at": _iso(now),
-            "llmops.lock.expires_at": f"{now + self.ttl_s:.3f}",
-        }
-        try:
-            with self.conn.guard():
-                self.conn.client.create_registered_model(
-                    self.lock_name, tags=tags, description=f"llmops promotion lock for {self.name}; deleted when released"
-                )
-        except RegistryError as exc:
-            if getattr(exc.__cause__, "error_code", None) == "RESOURCE_ALREADY_EXISTS":
-                return False
-            raise
-        return True
+def lock_owner(rollout_id: str | None) -> str:
+    """The lock holder of a promotion: the rollout when known (recognisable after a crash), else this process."""
+    return f"rollout:{rollout_id}" if rollout_id else process_holder()
 
-    def _holder(self):
-        try:
-            with self.conn.guard():
-                return self.conn.client.get_registered_model(self.lock_name)
-        except RegistryError as exc:
-            if getattr(exc.__cause__, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
 
-    def _take_over(self, holder) -> bool:
-        """Remove an expired lock; True if this caller removed exactly that lock."""
-        stale_token = holder.tags.get("llmops.lock.token")
-        tomb = f"{self.lock_name}.stale-{uuid.uuid4().hex[:12]}"
-        try:
-            with self.conn.guard():
-                self.conn.client.rename_registered_model(self.lock_name, tomb)
-                moved = self.conn.client.get_registered_model(tomb)
-        except RegistryError as exc:
-            if getattr(exc.__cause__, "error_code", None) in {"RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS"}:
-                return False
-            raise
-        if (moved.tags or {}).get("llmops.lock.token") != stale_token:
-            # Renamed a lock someone took in between: give it back, then lose.
-            try:
-                with self.conn.guard():
-                    self.conn.client.rename_registered_model(tomb, self.lock_name)
-            except RegistryError:
-                log.warning("could not restore lock %s from %s", self.lock_name, tomb)
-            return False
-        with self.conn.guard():
-            self.conn.client.delete_registered_model(tomb)
-        log.warning(
-            "took over expired promotion lock of %s held by %s", self.name, holder.tags.get("llmops.lock.owner")
-        )
-        return True
-
-    def acquire(self) -> None:
-        """Take the lock or raise :class:`PromotionConflict` at once (no waiting)."""
-        for _ in range(2):
-            if self._create():
-                self.held = True
-                return
-            holder = self._holder()
-            if holder is None:
-                continue  # released between our two calls: try once more
-            tags = holder.tags or {}
-            expires = float(tags.get("llmops.lock.expires_at", "0") or 0)
-            if expires <= self.clock():
-                if self._take_over(holder):
-                    continue
-            raise PromotionConflict(
-                f"another promotion of {self.name!r} is in progress (lock {self.lock_name!r} held by "
-                f"{tags.get('llmops.lock.owner', 'unknown')} since {tags.get('llmops.lock.acquired_at', '?')}, "
-                f"expires {_iso(expires)}); wait for it to finish and retry, or, if its holder crashed, "
-                f"delete registered model {self.lock_name!r}"
-            )
-        raise PromotionConflict(f"could not take the promotion lock of {self.name!r} (contended); retry")
-
-    def release(self) -> None:
-        """Delete the lock if this caller still holds it."""
-        if not self.held:
-            return
-        self.held = False
-        holder = self._holder()
-        if holder is None or (holder.tags or {}).get("llmops.lock.token") != self.token:
-            log.warning("promotion lock of %s was taken over before release", self.name)
-            return
-        with self.conn.guard():
-            self.conn.client.delete_registered_model(self.lock_name)
-
-    def __enter__(self) -> PromotionLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            self.release()
-        except RegistryError as err:
-            log.warning("could not release promotion lock of %s: %s", self.name, err)
+def _recorded(conn: Connection, name: str, kind: str, rollout_id: str | None) -> Event | None:
+    """The event of ``kind`` that rollout ``rollout_id`` already wrote, if any (a rerun writes nothing twice)."""
+    if not rollout_id:
+        return None
+    for event in reversed(read_history(conn, name)):
+        if event.kind == kind and event.rollout_id == rollout_id:
+            return event
+    return None
 
 
 def _norm(version: object) -> str | None:
@@ -208,6 +126,7 @@ def promote(
     tracking_uri: str | None = None,
     lock_ttl_s: float = DEFAULT_LOCK_TTL_S,
     clock: Callable[[], float] = time.time,
+    rollout_id: str | None = None,
 ) -> PromotionEvent:
     """Make ``version`` the champion (after a finished rollout) and record the event.
 
@@ -226,6 +145,9 @@ def promote(
         tracking_uri: MLflow tracking URI.
         lock_ttl_s: expiry of the promotion lock.
         clock: time source (epoch seconds).
+        rollout_id: the rollout promoting (recorded on the event and the lock): a
+            rerun of the same rollout takes its leftover lock over at once and
+            returns the event it already wrote instead of writing another.
 
     Returns:
         The recorded :class:`PromotionEvent`.
@@ -239,14 +161,19 @@ def promote(
         raise ValueError("promote() needs a trigger, e.g. 'pipeline', 'ci' or 'manual'")
     conn = connect(tracking_uri)
     target = str(get_ready_version(conn, name, str(version)).version)
-    with PromotionLock(conn, name, ttl_s=lock_ttl_s, clock=clock):
+    with PromotionLock(conn, name, ttl_s=lock_ttl_s, clock=clock, owner=lock_owner(rollout_id)):
         aliases = dict(require_model(conn, name).aliases or {})
         current = _norm(aliases.get(CHAMPION))
+        done = _recorded(conn, name, "promotion", rollout_id)
+        if done is not None and current == target:
+            log.info("%s: rollout %s already promoted version %s", name, rollout_id, target)
+            return done
         if current == target:
-            for event in reversed(read_history(conn, name)):
-                if isinstance(event, PromotionEvent) and event.to_version == target:
-                    log.info("%s version %s is already champion: returning its promotion event", name, target)
-                    return event
+            last = next((e for e in reversed(read_history(conn, name)) if isinstance(e, PromotionEvent)), None)
+            if last is not None and last.to_version == target:
+                log.info("%s version %s is already champion: returning its promotion event", name, target)
+                return last
+            # else: the alias moved but the event was never written (a crash in between): write it now
         elif expected_champion is not ANY and _norm(expected_champion) != current:
             raise PromotionConflict(
                 f"cannot promote {name!r} version {target}: the champion is "
@@ -263,14 +190,19 @@ def promote(
             to_version=target,
             reason=reason,
             report_url=report_url,
+            rollout_id=rollout_id,
         )
+        kill_point("registry.promote.locked")
         try:
             if current is not None and current != target:
                 _set_alias(conn, name, PREVIOUS_CHAMPION, current)
+                kill_point("registry.promote.previous_moved")
             _set_alias(conn, name, CHAMPION, target)
+            kill_point("registry.promote.champion_moved")
             if _norm(aliases.get(CHALLENGER)) == target:
                 _set_alias(conn, name, CHALLENGER, None)
             recorded = _write_event(conn, name, event, now)
+            kill_point("registry.promote.event_written")
             with conn.guard():
                 conn.client.set_model_version_tag(name, target, TAG_PREFIX + "promoted_at", event.time)
         except BaseException:
@@ -307,6 +239,7 @@ def record_rollback(
     tracking_uri: str | None = None,
     trigger: str = "rollout",
     clock: Callable[[], float] = time.time,
+    rollout_id: str | None = None,
 ) -> Event:
     """Record that the rollout of ``version`` was rolled back.
 
@@ -323,6 +256,8 @@ def record_rollback(
         tracking_uri: MLflow tracking URI.
         trigger: what caused it (default "rollout").
         clock: time source (epoch seconds).
+        rollout_id: the rollout rolling back: a rerun returns the event it already
+            wrote (nothing is recorded or moved twice) and takes its leftover lock over at once.
 
     Returns:
         The recorded :class:`Event` (``kind == "rollback"``).
@@ -336,10 +271,15 @@ def record_rollback(
         raise ValueError("record_rollback() needs a reason (the analysis verdict)")
     conn = connect(tracking_uri)
     target = str(get_ready_version(conn, name, str(version)).version)
-    with PromotionLock(conn, name, clock=clock):
+    with PromotionLock(conn, name, clock=clock, owner=lock_owner(rollout_id)):
+        done = _recorded(conn, name, "rollback", rollout_id)
+        if done is not None:
+            log.info("%s: rollout %s already recorded the rollback of version %s", name, rollout_id, target)
+            return done
         aliases = dict(require_model(conn, name).aliases or {})
         current = _norm(aliases.get(CHAMPION))
         now = clock()
+        kill_point("registry.rollback.locked")
         try:
             if current == target:
                 previous = _norm(aliases.get(PREVIOUS_CHAMPION))
@@ -354,6 +294,7 @@ def record_rollback(
                         before = event.from_version
                         break
                 _set_alias(conn, name, CHAMPION, previous)
+                kill_point("registry.rollback.champion_moved")
                 _set_alias(conn, name, PREVIOUS_CHAMPION, before if before != previous else None)
                 back_to = previous
             else:
@@ -372,9 +313,11 @@ def record_rollback(
                     reason=reason,
                     report_url=report_url,
                     report=_compact_report(report),
+                    rollout_id=rollout_id,
                 ),
                 now,
             )
+            kill_point("registry.rollback.event_written")
             with conn.guard():
                 conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rollout_outcome", "rolled_back")
                 conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rolled_back_at", event.time)

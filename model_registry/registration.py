@@ -22,6 +22,7 @@ queries and replaced by the next retry).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ from model_registry.card import build_model_card
 from model_registry.client import Connection, connect
 from model_registry.digest import content_digest
 from model_registry.errors import ModelNotFound, RegistryError, VersionNotFound
+from model_registry.lock import LOCK_PREFIX, RegistryLock
 from model_registry.types import (
     CHALLENGER,
     DIGEST_TAG,
@@ -54,8 +56,9 @@ log = logging.getLogger(__name__)
 
 LOADER_MODULE = "llmops_hf_pyfunc"
 RUN_ARTIFACT_PATH = "model"  # run artifact path of the MLflow model
-LOCK_PREFIX = "llmops-lock-"  # reserved registered-model names (promotion locks)
 MAX_DESCRIPTION = 5000  # MLflow's column size for a version description
+CLAIM_TTL_S = 60.0  # a registration claim whose holder died is taken over after this long
+CLAIM_POLL_S = 0.5  # how often a waiting registration looks again
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -226,14 +229,18 @@ def register_model(
     card_md: str | None = None,
     pipeline_run_id: str | None = None,
     tracking_uri: str | None = None,
+    claim_wait_s: float = 1800.0,
 ) -> RegisteredVersion:
     """Register ``model_dir`` as a new version of ``name``.
 
     The folder is validated, its content digest computed, its files logged in
     a run (with ``params`` and ``metrics``) and registered; lineage goes to
     ``llmops.*`` tags, the model card to the description and ``model_card.md``.
-    A retry with the same content digest and ``pipeline_run_id`` returns the
-    existing version with ``created=False``.
+    Idempotent on the content digest and ``pipeline_run_id``: a retry, or any
+    number of concurrent callers, get one version; all but its creator get it
+    back with ``created=False``. Concurrent callers are serialised by a claim
+    (a :class:`~model_registry.lock.RegistryLock` keyed on digest and run id,
+    kept alive by a heartbeat, taken over when its holder died); the others wait.
 
     Args:
         model_dir: Hugging Face folder (config.json, *.safetensors, tokenizer).
@@ -245,6 +252,7 @@ def register_model(
         card_md: model card Markdown; built with :func:`build_model_card` when None.
         pipeline_run_id: the pipeline run registering this version (idempotency key).
         tracking_uri: MLflow tracking URI (default :func:`default_tracking_uri`).
+        claim_wait_s: how long to wait for a concurrent registration of the same content.
 
     Returns:
         The :class:`RegisteredVersion`.
@@ -264,16 +272,60 @@ def register_model(
     conn = connect(tracking_uri)
     ensure_registered_model(conn, name)
 
+    claim = RegistryLock(
+        conn, claim_resource(name, digest, pipeline_run_id), ttl_s=CLAIM_TTL_S, renew_every_s=CLAIM_TTL_S / 4,
+        activity="registration",
+    )
+    deadline = time.monotonic() + claim_wait_s
+    while True:
+        found = _existing(conn, name, digest, pipeline_run_id)
+        if found is not None:
+            return found
+        taken, holder = claim.try_acquire()
+        if taken:
+            break
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"{name}: another registration of {digest} (pipeline run {pipeline_run_id or '-'}) is still running "
+                f"({claim.describe(holder) if holder else 'contended'}); retry when it is done"
+            )
+        time.sleep(CLAIM_POLL_S)
+    try:
+        found = _existing(conn, name, digest, pipeline_run_id, clean_up=True)
+        if found is not None:
+            return found
+        return _register_new(conn, name, root, digest, metrics_f, params, params_flat, lineage, extra_tags,
+                             card_md, pipeline_run_id)
+    finally:
+        try:
+            claim.release()
+        except RegistryError as exc:  # it expires by itself
+            log.warning("could not release registration claim %s: %s", claim.lock_name, exc)
+
+
+def claim_resource(name: str, digest: str, pipeline_run_id: str | None) -> str:
+    """The lock resource that serialises registrations of one content (and pipeline run) of ``name``."""
+    key = hashlib.sha256(f"{digest}|{pipeline_run_id or ''}".encode()).hexdigest()[:16]
+    return f"{name}.register-{key}"
+
+
+def _existing(conn: Connection, name: str, digest: str, pipeline_run_id: str | None, *, clean_up: bool = False):
+    """The ready version holding ``digest`` for ``pipeline_run_id``; with ``clean_up`` (claim held), delete half-registered ones."""
     for mv in all_versions(conn, name):
         tags = mv.tags or {}
         if tags.get(DIGEST_TAG) == digest and tags.get(RUN_ID_TAG) == (pipeline_run_id or None):
             if is_ready(mv):
                 log.info("%s version %s already holds %s (pipeline run %s): reusing it", name, mv.version, digest, pipeline_run_id)
                 return RegisteredVersion(name, str(mv.version), model_uri(name, mv.version), mv.run_id, digest, created=False)
-            log.warning("removing half-registered version %s/%s left by an earlier attempt", name, mv.version)
-            with conn.guard():
-                conn.client.delete_model_version(name, str(mv.version))
+            if clean_up:
+                log.warning("removing half-registered version %s/%s left by an earlier attempt", name, mv.version)
+                with conn.guard():
+                    conn.client.delete_model_version(name, str(mv.version))
+    return None
 
+
+def _register_new(conn, name, root, digest, metrics_f, params, params_flat, lineage, extra_tags, card_md, pipeline_run_id):
+    """Log the files in a new run and create the version (the caller holds the claim)."""
     tags = {
         TAG_PREFIX + "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
         TAG_PREFIX + "params": json.dumps(params or {}, sort_keys=True, default=str),

@@ -65,6 +65,7 @@ class Event:
     reason: str = ""  # free text
     report_url: str | None = None  # link to the evaluation or rollout report
     report: dict | None = None  # small structured report (rollback analysis), if given
+    rollout_id: str | None = None  # the rollout that wrote it: a rerun finds it and writes nothing twice
     event_id: str = ""  # tag key suffix; unique and time-ordered
 
     def to_json(self) -> str:

@@ -7,6 +7,8 @@ names the parameter at fault and the fix, so a bad value never starts a step.
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import re
 from dataclasses import asdict, dataclass, fields
 
@@ -14,7 +16,7 @@ MODEL_SCHEMES = ("bootstrap://", "hf://", "s3://", "gs://", "models:/", "file://
 DATASET_SCHEMES = ("bootstrap://tasks", "s3://", "gs://", "file://", "local path")
 
 
-class ParamError(ValueError):
+class ParamError(LlmopsError, ValueError):
     """A pipeline parameter is invalid; the message names it."""
 
 

@@ -17,6 +17,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import copy
 import difflib
 import logging
@@ -37,7 +39,7 @@ IMAGE_KEY = "image_ref"  # lineage key the image step writes (``llmops.image_ref
 VOLATILE_METADATA = ("resourceVersion", "uid", "generation", "creationTimestamp", "managedFields", "selfLink")
 
 
-class PromoteError(Exception):
+class PromoteError(LlmopsError):
     """Base of this module's errors."""
 
 

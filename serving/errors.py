@@ -22,10 +22,12 @@ Every error renders as an OpenAI-style body
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 from http import HTTPStatus
 
 
-class ServingError(Exception):
+class ServingError(LlmopsError):
     """Base of all serving-runtime errors.
 
     Args:

@@ -13,6 +13,8 @@ the repository, or the copy shipped in ``serving/cluster/crds``.
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import copy
 import enum
 import functools
@@ -40,7 +42,7 @@ DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 LABEL_VALUE_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
-class IsvcError(ValueError):
+class IsvcError(LlmopsError, ValueError):
     """Base class for InferenceService rendering errors."""
 
 

@@ -13,8 +13,10 @@
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
 
-class ImageBuildError(Exception):
+
+class ImageBuildError(LlmopsError):
     """Base class of every image-build failure."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import hashlib
 import shutil
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ SCHEMES = ("bootstrap://tasks", "local path", "file://", "s3://", "gs://")
 _BOOTSTRAP_KEYS = {"train": 4000, "eval": 200, "seed": 0}
 
 
-class DatasetSourceError(ValueError):
+class DatasetSourceError(LlmopsError, ValueError):
     """The dataset source cannot be resolved; the message says why and how to fix it."""
 
 

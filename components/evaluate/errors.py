@@ -11,8 +11,10 @@ Dataset problems raise :class:`components.finetune.errors.DatasetError` (file an
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
 
-class EvaluateError(Exception):
+
+class EvaluateError(LlmopsError):
     """Base class for evaluation failures."""
 
 

@@ -56,8 +56,15 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
         raise DatasetError(path, "not a file; pass a JSONL file")
     records: list[tuple[int, dict]] = []
     form = None
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(
+                    path, f"is not UTF-8 (byte {exc.object[exc.start]:#04x} at column {exc.start + 1}); "
+                    "re-encode the file as UTF-8 (e.g. iconv -t UTF-8)", lineno,
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -162,3 +169,23 @@ def load_dataset(path: str | Path, tokenizer, max_length: int) -> TokenizedDatas
             raise DatasetError(path, f"no answer tokens left within max_length={max_length}", lineno)
         examples.append(Example(ids, labels))
     return TokenizedDataset(examples=examples, path=path, form=form, truncated=truncated)
+
+
+def check_base_model(model_dir: str | Path) -> Path:
+    """Refuse a base model folder the way ``llmops import`` does: safetensors only, complete, readable.
+
+    Raises:
+        FinetuneError: no config.json, a bad config.json, pickle weights, no or
+            corrupt/truncated safetensors (the message says how to fix it).
+    """
+    from components.finetune.errors import FinetuneError
+    from model_registry.errors import InvalidModelFolder
+    from model_registry.validation import validate_model_folder
+
+    try:
+        return validate_model_folder(model_dir)
+    except InvalidModelFolder as exc:
+        raise FinetuneError(
+            f"base model: {exc} (`llmops import FOLDER --out DIR` checks a model and, with --allow-pickle, "
+            "converts pickle weights to safetensors)"
+        ) from None

@@ -10,10 +10,12 @@ Exception tree::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 from pathlib import Path
 
 
-class FinetuneError(Exception):
+class FinetuneError(LlmopsError):
     """Base class for fine-tuning failures."""
 
 

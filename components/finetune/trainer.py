@@ -32,7 +32,7 @@ from pathlib import Path
 
 from components.finetune.config import FinetuneConfig
 from components.finetune.curve import write_loss_curve
-from components.finetune.data import IGNORE, TokenizedDataset, load_dataset
+from components.finetune.data import IGNORE, TokenizedDataset, check_base_model, load_dataset
 from components.finetune.distributed import DistContext, Strategy
 from components.finetune.errors import CheckpointError, FinetuneConfigError, FinetuneError
 from components.finetune.storage import CheckpointStore, local_checkpoints
@@ -213,8 +213,7 @@ def finetune(
         raise FinetuneConfigError("FinetuneConfig.checkpoint_every: checkpoints are not written under FSDP yet; "
                                   "set checkpoint_every=0 or use the ddp strategy")
     model_dir, train_file, out_dir = Path(model_dir), Path(train_file), Path(out_dir)
-    if not (model_dir / "config.json").exists():
-        raise FinetuneError(f"{model_dir} is not a model folder (no config.json); import the model first")
+    check_base_model(model_dir)  # safetensors only, as on every entry point
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

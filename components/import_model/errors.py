@@ -12,8 +12,10 @@ Exception tree::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
 
-class ModelImportError(Exception):
+
+class ModelImportError(LlmopsError):
     """Base class: the model could not be imported."""
 
 

@@ -40,6 +40,27 @@ def _files(folder: Path) -> list[str]:
     )
 
 
+def _config(path: Path, source: str) -> dict:
+    from model_registry.errors import InvalidModelFolder
+    from model_registry.validation import check_config_json
+
+    try:
+        return check_config_json(path)
+    except InvalidModelFolder as exc:
+        raise IncompleteModelError(f"{source}: {exc}") from None
+
+
+def _check_weights(folder: Path, source: str) -> None:
+    """Corrupt or truncated safetensors are refused before anything reads them."""
+    from model_registry.errors import InvalidModelFolder
+    from model_registry.validation import check_weights
+
+    try:
+        check_weights(folder)
+    except InvalidModelFolder as exc:
+        raise IncompleteModelError(f"{source}: {exc}") from None
+
+
 def _check(folder: Path, names: list[str], source: str, allow_pickle: bool, trust_remote_code: bool) -> list[str]:
     """Refuse incomplete or unsafe models; return the pickle files present."""
     if not names:
@@ -57,7 +78,7 @@ def _check(folder: Path, names: list[str], source: str, allow_pickle: bool, trus
             "to load them with torch and convert them"
         )
     code = [n for n in names if n.endswith(".py")]
-    config = json.loads((folder / "config.json").read_text())
+    config = _config(folder / "config.json", source)
     if (code or config.get("auto_map")) and not trust_remote_code:
         what = ([f"auto_map in config.json ({', '.join(sorted(config['auto_map']))})"] if config.get("auto_map") else [])
         what += code
@@ -171,6 +192,7 @@ def import_model(
             if n != MANIFEST_NAME and not (fetched.only and not matches(n, list(fetched.only)))
         ]
         pickles = _check(folder, names, source, allow_pickle, trust_remote_code)
+        _check_weights(folder, source)
 
         staging = work / "model"
         staging.mkdir()

@@ -27,8 +27,15 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.cli import CliError
     from serving.backends.local import LocalBackend
 
-    backend = LocalBackend(args.state_dir or default_state_dir())
-    services = backend.services()
+    state_dir = args.state_dir or default_state_dir()
+    if not (state_dir / "state.json").exists() and not any((state_dir / "procs").glob("*.json")):
+        # nothing recorded and no process journal: do not create an empty state folder
+        if args.name:
+            raise CliError(f"no local InferenceService {args.namespace}/{args.name}: nothing is served from {state_dir}")
+        print("nothing is being served")
+        return 0
+    backend = LocalBackend(state_dir)
+    services = backend.services()  # taking the state lock also stops orphans of a crashed controller
     if args.name:
         if (args.namespace, args.name) not in services:
             known = ", ".join(f"{ns}/{n}" for ns, n in services) or "none"

@@ -8,6 +8,60 @@ from pathlib import Path
 from pipelines.params import ReleaseParams
 
 
+def _local(uri: str) -> Path | None:
+    """The local path a model or dataset argument names, or None for a URI scheme."""
+    if "://" in uri or uri.startswith("models:/"):
+        return None
+    return Path(uri).expanduser()
+
+
+def preflight(params: ReleaseParams, state_dir: Path) -> None:
+    """Check the inputs and the tracking server before any step runs (nothing is written on failure).
+
+    Raises:
+        CliError: a missing, corrupt or pickle-only base model folder, a dataset
+            folder without valid train.jsonl/eval.jsonl, an unreachable MLFLOW_TRACKING_URI.
+    """
+    import os
+
+    from components.finetune.errors import DatasetError
+    from model_registry.errors import InvalidModelFolder, RegistryError
+    from pipelines.cli import CliError
+
+    model = _local(params.base_model)
+    if model is not None:
+        from model_registry.validation import validate_model_folder
+
+        if not model.exists():
+            raise CliError(f"--base-model {params.base_model}: no such folder or archive; pass a model folder, "
+                           "an archive, hf://org/name or bootstrap://tiny")
+        if model.is_dir():
+            try:
+                validate_model_folder(model)
+            except InvalidModelFolder as exc:
+                raise CliError(f"--base-model: {exc} (`llmops import` with --allow-pickle converts pickle weights)") from None
+    data = _local(params.dataset)
+    if data is not None:
+        from components.finetune.data import read_records
+
+        if not data.is_dir():
+            raise CliError(f"--dataset {params.dataset}: not a folder; pass a folder holding train.jsonl and eval.jsonl, "
+                           "or bootstrap://tasks")
+        for name in ("train.jsonl", "eval.jsonl"):
+            try:
+                read_records(data / name)
+            except DatasetError as exc:
+                raise CliError(f"--dataset: {exc}") from None
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        from model_registry.client import connect
+
+        try:
+            conn = connect()
+            with conn.guard():
+                conn.client.search_registered_models(max_results=1)
+        except RegistryError as exc:
+            raise CliError(f"{exc} (MLFLOW_TRACKING_URI is set; `llmops run` stores its registry there)") from None
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -82,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     if args.load_rps < 0:
         raise CliError(f"--load-rps={args.load_rps}: must be >= 0")
+    preflight(params, args.state_dir)
     result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache)
     print()
     print(f"release {result.outcome}: {result.message}  ({result.wall_s:.0f}s)")

@@ -58,6 +58,8 @@ def load_manifest(path: Path) -> dict:
         docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not a YAML text file (not UTF-8 at byte {exc.start}); pass an InferenceService YAML") from exc
     except yaml.YAMLError as exc:
         raise CliError(f"{path} is not valid YAML: {exc}") from exc
     isvcs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "InferenceService"]
@@ -67,7 +69,18 @@ def load_manifest(path: Path) -> dict:
             f"{len(isvcs)} InferenceService(s))"
         )
     obj = isvcs[0]
-    model = ((obj.get("spec") or {}).get("predictor") or {}).get("model") or {}
+    def mapping(where: str, value: object, example: str) -> dict:
+        if not isinstance(value, dict):
+            raise CliError(f"{path}: {where} must be a mapping, got {type(value).__name__} {value!r}; e.g. {where}: {example}")
+        return value
+
+    meta = mapping("metadata", obj.get("metadata"), "{name: llm}")
+    spec = mapping("spec", obj.get("spec"), "{predictor: {model: {...}}}")
+    pred = mapping("spec.predictor", spec.get("predictor"), "{model: {modelFormat: {name: llmops-llm}, storageUri: ./model}}")
+    mapping("spec.predictor.model", pred.get("model", {}), "{modelFormat: {name: llmops-llm}, storageUri: ./model}")
+    if not isinstance(meta.get("name"), str) or not meta.get("name"):
+        raise CliError(f"{path}: metadata.name is required (an InferenceService name, e.g. llm)")
+    model = obj["spec"]["predictor"].get("model") or {}
     uri = model.get("storageUri")
     if isinstance(uri, str) and uri and "://" not in uri and ":" not in uri.split("/")[0] and not Path(uri).is_absolute():
         model["storageUri"] = str((path.resolve().parent / uri).resolve())

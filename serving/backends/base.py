@@ -17,12 +17,14 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import abc
 from dataclasses import dataclass, field
 from typing import Any
 
 
-class BackendError(Exception):
+class BackendError(LlmopsError):
     """Base class for serving backend errors."""
 
 
@@ -62,6 +64,7 @@ class PredictorStatus:
     ready: bool = False  # condition Ready (or PredictorReady) is True
     reason: str | None = None  # reason/message of a False ready condition
     conditions: tuple[dict, ...] = field(default_factory=tuple)
+    failure: str | None = None  # a revision has failed for good (not just "not ready yet"): why
 
     @classmethod
     def from_isvc(cls, obj: dict[str, Any]) -> "PredictorStatus":
@@ -87,6 +90,7 @@ class PredictorStatus:
             for t in pred.get("traffic") or ()
         )
         return cls(
+            failure=revision_failure(status),
             latest_created=pred.get("latestCreatedRevision"),
             latest_ready=pred.get("latestReadyRevision"),
             latest_rolledout=pred.get("latestRolledoutRevision"),
@@ -97,6 +101,25 @@ class PredictorStatus:
             reason=reason,
             conditions=conditions,
         )
+
+
+# Signals that a revision failed and will not become ready by waiting: Knative's
+# ConfigurationsReady=False/RevisionFailed (propagated by KServe to PredictorReady), a revision's
+# ContainerHealthy=False, and KServe's modelStatus.transitionStatus BlockedByFailedLoad.
+FAILED_REASONS = frozenset({"RevisionFailed"})
+FAILED_CONDITION_TYPES = frozenset({"ContainerHealthy"})
+
+
+def revision_failure(status: dict[str, Any]) -> str | None:
+    """Why the latest revision failed, from an InferenceService ``status``; None while it may still start."""
+    for cond in status.get("conditions") or ():
+        if cond.get("status") == "False" and (cond.get("reason") in FAILED_REASONS or cond.get("type") in FAILED_CONDITION_TYPES):
+            return cond.get("message") or f"{cond.get('type')}: {cond.get('reason')}"
+    model = status.get("modelStatus") or {}
+    if model.get("transitionStatus") == "BlockedByFailedLoad":
+        info = model.get("lastFailureInfo") or {}
+        return info.get("message") or info.get("reason") or "the model failed to load"
+    return None
 
 
 @dataclass(frozen=True)

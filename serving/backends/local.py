@@ -66,6 +66,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -78,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from llmops_core.faults import kill_point
 from serving.backends.base import (
     BackendError,
     BackendUnavailable,
@@ -231,6 +233,11 @@ def resolve_model_dir(storage_uri: str, base: Path | None = None, pull_cache: Pa
                 "use oci://host/repo@sha256:<digest> (what `llmops build-image` prints)"
             )
         digest_hex = uri.rsplit("@sha256:", 1)[1]
+        if not re.fullmatch(r"[0-9a-f]{64}", digest_hex):
+            raise LocalSpecError(
+                f"spec.predictor.model.storageUri: {storage_uri!r} has a malformed digest (sha256: must be "
+                "followed by 64 lowercase hex digits); copy the reference `llmops build-image` printed"
+            )
         if pull_cache is None:  # validating only: where the pull will land
             return Path(".llmops-models") / digest_hex
         from components.build_image.pull import pull_model
@@ -337,6 +344,13 @@ def check_supported(obj: dict[str, Any]) -> None:
         if spec.get(comp):
             raise LocalSpecError(f"spec.{comp}: not supported by the local backend (predictor only)")
     predictor = spec.get("predictor") or {}
+    pct = predictor.get("canaryTrafficPercent")
+    # Knative refuses a traffic percent outside 0..100 (serving pkg/apis/serving/v1 TrafficTarget.Validate)
+    if pct is not None and (isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100):
+        raise LocalSpecError(
+            f"spec.predictor.canaryTrafficPercent: {pct!r} is not a whole percent from 0 to 100; "
+            "set e.g. 10 for a 10% canary, or remove it to send all traffic to the latest revision"
+        )
     launch_spec(predictor, "check")
 
 
@@ -701,6 +715,7 @@ class LocalBackend(ServingBackend):
                 except OSError as exc:
                     raise BackendUnavailable(f"cannot lock {self.state_dir / 'state.lock'}: {exc}") from exc
                 self._state = self._load()
+                self._stop_orphans(self._state)
                 loaded = json.dumps(self._state, sort_keys=True)
             self._depth += 1
             try:
@@ -731,6 +746,57 @@ class LocalBackend(ServingBackend):
 
     def _save(self, state: dict[str, Any]) -> None:
         _atomic_write_json(self.state_dir / "state.json", state)
+        self._prune_spawn_journal(state)
+
+    # Spawn journal: a process is recorded in procs/<pid>.json the moment it starts, before
+    # state.json is saved; a controller killed in between leaves an entry that the next lock
+    # holder (a rerun, `llmops down`) finds and stops, so no model server is orphaned or duplicated.
+
+    def _journal_dir(self) -> Path:
+        return self.state_dir / "procs"
+
+    def _journal(self, proc: subprocess.Popen, argv: list[str]) -> None:
+        self._journal_dir().mkdir(parents=True, exist_ok=True)
+        _atomic_write_json(self._journal_dir() / f"{proc.pid}.json",
+                           {"pid": proc.pid, "create_time": _create_time(proc.pid), "argv": argv})
+
+    def _recorded_pids(self, state: dict[str, Any]) -> set[int]:
+        pids = set()
+        for record in state.get("services", {}).values():
+            pids.update(r["pid"] for r in record.get("revisions", {}).values() if r.get("pid"))
+            if record.get("router", {}).get("pid"):
+                pids.add(record["router"]["pid"])
+        return pids
+
+    def _journal_entries(self) -> list[tuple[Path, dict[str, Any]]]:
+        out = []
+        for path in sorted(self._journal_dir().glob("*.json")) if self._journal_dir().is_dir() else ():
+            try:
+                out.append((path, json.loads(path.read_text())))
+            except (OSError, ValueError):
+                out.append((path, {}))
+        return out
+
+    def _prune_spawn_journal(self, state: dict[str, Any]) -> None:
+        recorded = self._recorded_pids(state)
+        for path, entry in self._journal_entries():
+            if entry.get("pid") in recorded or not _process_alive(entry.get("pid"), entry.get("create_time")):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def _stop_orphans(self, state: dict[str, Any]) -> None:
+        """Stop processes started by a holder that died before saving state.json (under the lock)."""
+        recorded = self._recorded_pids(state)
+        for path, entry in self._journal_entries():
+            pid = entry.get("pid")
+            if pid in recorded or pid in self._children:
+                continue
+            if _process_alive(pid, entry.get("create_time")):
+                log.warning("stopping orphaned process %s (started but never recorded): %s", pid,
+                            shlex.join(entry.get("argv") or []))
+                self._stop({"pid": pid, "create_time": entry.get("create_time")}, f"orphaned process {pid}")
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def _bump(self, state: dict[str, Any], record: dict[str, Any]) -> None:
         state["resourceVersion"] += 1
@@ -812,7 +878,7 @@ class LocalBackend(ServingBackend):
 
             try:
                 pulled = resolve_model_dir(uri, pull_cache=self.state_dir / "models")
-            except ImageBuildError as exc:
+            except (ImageBuildError, ValueError) as exc:
                 rev.update(state="Failed", reason=f"storageUri {uri!r}: pulling the modelcar failed: {exc}")
                 log.warning("revision %s failed: %s", rev_name, rev["reason"])
                 return
@@ -856,6 +922,8 @@ class LocalBackend(ServingBackend):
         except OSError as exc:
             raise BackendUnavailable(f"cannot start {shlex.join(argv)}: {exc}") from exc
         self._children[proc.pid] = proc
+        self._journal(proc, argv)
+        kill_point("local.spawned")  # crash-resume tests: killed before state.json records the process
         return proc
 
     def _stop(self, proc_record: dict[str, Any], what: str) -> None:

@@ -15,6 +15,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -23,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 KNOWN_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 
 
-class RbacError(ValueError):
+class RbacError(LlmopsError, ValueError):
     """A malformed Role, or a path that is not a Kubernetes resource path."""
 
 

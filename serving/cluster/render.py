@@ -27,6 +27,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import argparse
 import copy
 import re
@@ -79,7 +81,7 @@ DEFAULT_INGRESS_NAMESPACES = {
 NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
-class KitError(ValueError):
+class KitError(LlmopsError, ValueError):
     """An impossible cluster-kit setting; the message names the field."""
 
 

@@ -26,6 +26,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import functools
 import json
 import re
@@ -36,7 +38,7 @@ KUBERNETES_VERSION = "1.33"  # the Kubernetes version the kit is validated again
 KSERVE_VERSION = "0.21"
 
 
-class ManifestError(ValueError):
+class ManifestError(LlmopsError, ValueError):
     """Base class for cluster-kit manifest errors."""
 
 

@@ -13,13 +13,15 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import abc
 import bisect
 import math
 from dataclasses import dataclass, field
 
 
-class MetricsError(Exception):
+class MetricsError(LlmopsError):
     """Base class for metrics provider errors."""
 
 

@@ -57,6 +57,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import math
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
@@ -68,7 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from serving.rollout.quality import QualityResult
 
 
-class AnalysisError(Exception):
+class AnalysisError(LlmopsError):
     """Base class for analysis errors."""
 
 

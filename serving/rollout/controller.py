@@ -25,6 +25,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import copy
 import dataclasses
 import logging
@@ -64,7 +66,7 @@ MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"
 QualityProber = Callable[[str, str], Any]  # (canary_url, stable_url) -> QualityResult
 
 
-class RolloutError(Exception):
+class RolloutError(LlmopsError):
     """Base class for rollout controller errors."""
 
 
@@ -399,6 +401,9 @@ class RolloutController:
         weight = state.weight
         ready, reason, canary_rev, stable_rev = self._canary_status(obj, state)
         if not ready:
+            failure = PredictorStatus.from_isvc(obj).failure if canary_rev else None
+            if failure:  # a failed revision does not recover by waiting: roll back now, with the cause
+                return self._rollback(obj, state, now, f"canary revision {canary_rev} failed at {weight}%: {failure}")
             waited = now - state.step_started
             if waited > self.strategy.ready_timeout_s:
                 why = f"canary not ready after {waited:.0f}s at {weight}%: {reason}"
@@ -779,6 +784,7 @@ class RolloutController:
             report=self.report_data(state),
             report_url=report_url,
             alias_moved="restore_alias" in state.hooks_pending,
+            rollout_id=state.rollout_id,
         )
         try:
             if "promote" in state.hooks_pending:

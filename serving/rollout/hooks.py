@@ -31,6 +31,7 @@ class RolloutEvent:
     report: dict[str, Any] = field(default_factory=dict)  # the JSON report
     report_url: str | None = None  # where the human report lives
     alias_moved: bool = False  # rollback after promotion: the alias must go back
+    rollout_id: str | None = None  # the rollout deciding: the registry writes each of its events once
 
 
 @runtime_checkable
@@ -111,6 +112,7 @@ class MlflowHooks:
             reason=event.reason or f"canary rollout of {event.service} passed every step",
             report_url=self._report_url(event),
             tracking_uri=self.tracking_uri,
+            rollout_id=event.rollout_id,
         )
         log.info("registry: %s v%s is now champion", self.model_name, event.version)
 
@@ -125,5 +127,6 @@ class MlflowHooks:
             report_url=self._report_url(event),
             report=event.report,
             tracking_uri=self.tracking_uri,
+            rollout_id=event.rollout_id,
         )
         log.info("registry: %s v%s rollback recorded", self.model_name, event.version)

@@ -15,6 +15,8 @@ Errors::
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -24,7 +26,7 @@ from typing import Any, Sequence
 log = logging.getLogger(__name__)
 
 
-class QualityError(Exception):
+class QualityError(LlmopsError):
     """Base class for quality probe errors."""
 
 

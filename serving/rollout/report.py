@@ -7,6 +7,8 @@ and ``rollout.png`` (matplotlib, Agg backend: no display needed).
 
 from __future__ import annotations
 
+from llmops_core.redact import redact  # reports never hold a credential
+
 import json
 import logging
 from pathlib import Path
@@ -210,9 +212,9 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     if chart:
         paths["chart"] = chart
     paths["json"] = out / "rollout.json"
-    paths["json"].write_text(json.dumps(report, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    paths["json"].write_text(redact(json.dumps(report, indent=2, sort_keys=True, default=str)), encoding="utf-8")
     paths["markdown"] = out / "rollout.md"
-    paths["markdown"].write_text(render_markdown(report, chart.name if chart else None), encoding="utf-8")
+    paths["markdown"].write_text(redact(render_markdown(report, chart.name if chart else None)), encoding="utf-8")
     log.info("rollout report written to %s", out)
     return paths
 

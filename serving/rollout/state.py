@@ -12,6 +12,8 @@ point reads the annotation back and finishes what the last write started.
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import copy
 import enum
 import hashlib
@@ -112,11 +114,15 @@ class RolloutState:
             return None
         try:
             return cls.from_json(text)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ValueError(
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise RolloutStateError(
                 f"annotation {STATE_ANNOTATION} is not a rollout state ({exc}); remove it with "
                 f"kubectl annotate isvc <name> {STATE_ANNOTATION}- once you have checked the service"
             ) from exc
+
+
+class RolloutStateError(LlmopsError, ValueError):
+    """The state annotation on the InferenceService cannot be read."""
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,14 @@ Argo Rollouts' ``steps``); the controller reads it and never changes it.
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 
-class StrategyError(ValueError):
+class StrategyError(LlmopsError, ValueError):
     """An impossible strategy setting; the message names the field and the fix."""
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 from dataclasses import dataclass
 
 from serving.errors import InvalidRequestError
 
 
-class ConfigError(ValueError):
+class ConfigError(LlmopsError, ValueError):
     """A server option is out of range; the message names the flag and the fix."""
 
 

@@ -7,6 +7,8 @@ tensor ``text_output`` out) protocols through ``predict``; the OpenAI routes in
 
 from __future__ import annotations
 
+from llmops_core.errors import LlmopsError
+
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +41,7 @@ MIN_TEMPERATURE = 1e-5
 MIN_TOP_P = 1e-6
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(LlmopsError, RuntimeError):
     """The model folder cannot be served; the message says what is missing."""
 
 

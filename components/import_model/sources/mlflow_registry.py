@@ -32,14 +32,27 @@ class MlflowRegistrySource(ModelSource):
     def fetch(self, uri: str, workdir: Path, options: FetchOptions) -> Fetched:
         import mlflow
         from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+
+        from llmops_core.redact import redact
+        from model_registry.client import connect
+        from model_registry.errors import RegistryError, RegistryUnavailable
 
         name, version, alias = parse_models_uri(uri)
-        client = MlflowClient(tracking_uri=options.mlflow_tracking_uri, registry_uri=options.mlflow_tracking_uri)
+        what = f"alias {alias!r}" if alias else f"version {version}"
+        # connect() sets the fail-fast HTTP retry defaults: a dead server fails in seconds, named
+        conn = None
         try:
-            mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-        except MlflowException as exc:
-            raise SourceUnavailableError(f"{uri}: not found in the MLflow registry: {exc.message}") from exc
+            conn = connect(options.mlflow_tracking_uri)
+            with conn.guard():
+                mv = conn.client.get_model_version_by_alias(name, alias) if alias else conn.client.get_model_version(name, version)
+        except RegistryUnavailable as exc:
+            raise SourceUnavailableError(str(exc)) from exc
+        except RegistryError as exc:
+            where = redact(conn.uri) if conn else "the MLflow registry"
+            raise SourceUnavailableError(
+                f"{uri}: not found in the MLflow registry at {where} (no {what} of {name!r}); "
+                "check the name and version with `llmops registry history NAME`"
+            ) from exc
         dest = workdir / "download"
         dest.mkdir(parents=True)
         sub = options.artifact_path.strip("/")

@@ -36,7 +36,7 @@ _AUTH_HEADER = re.compile(r"(?P<lead>\b(?:Bearer|Basic|Token)\s+)(?P<value>[A-Za
 _KEYS = r"(?:[A-Za-z0-9_\-]*(?:password|passwd|secret(?:[_\-]?(?:access[_\-]?)?key)?|token|api[_\-]?key|access[_\-]?key|private[_\-]?key|credentials?)|sig|signature|x-amz-signature|x-amz-credential)"
 # key=value (query strings, argv, env dumps); key: value and "key": "value" (YAML, JSON, headers)
 _KV = re.compile(
-    rf"(?P<key>(?<![A-Za-z0-9_\-]){_KEYS})(?P<sep>\"?\s*[=:]\s*\"?)(?P<value>(?!\*\*\*)[^\s&\"',;}}\]]+)",
+    rf"(?P<key>(?<![A-Za-z0-9_\-]){_KEYS})(?P<sep>\"?\s*[=:]\s*\"?)(?P<value>(?!\*\*\*)(?!(?:true|false|null|none)(?![^\s&\"',;}}\]]))[^\s&\"',;}}\]]+)",
     re.I,
 )
 

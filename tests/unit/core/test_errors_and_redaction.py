@@ -111,3 +111,9 @@ def test_a_domain_error_keeps_its_message_on_one_line(monkeypatch, capsys):
     monkeypatch.setattr(compile_cmd, "compile_pipeline", boom)
     assert cli.main(["compile", "--out", "/tmp/never.yaml"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "llmops compile: error: first line | second line"
+
+
+def test_boolean_settings_named_like_secrets_are_not_masked():
+    # `llmops manifests` prints Kubernetes YAML: masking a boolean breaks the YAML a user pipes to kubectl.
+    assert redact("automountServiceAccountToken: false") == "automountServiceAccountToken: false"
+    assert redact('"password": "falsehood"') != '"password": "falsehood"'

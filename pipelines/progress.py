@@ -491,7 +491,7 @@ class LiveView:
         table.add_column("stage", style="bold")
         table.add_column("state")
         table.add_column("time", justify="right")
-        table.add_column("")
+        table.add_column("key figure")
         for row in self.board.rows.values():
             mark, style = _STYLE[row.state]
             table.add_row(Text(mark, style=style), row.spec.label, Text(row.state.value, style=style),
@@ -508,3 +508,95 @@ class LiveView:
     def __exit__(self, *exc: object) -> None:
         self._live.refresh()
         self._live.stop()
+
+
+# ------------------------------------------------------------------ one long command outside `llmops run`
+
+_STEP_OF = re.compile(r"\bstep (\d+)/(\d+)\b")
+
+
+class _StatusHandler(logging.Handler):
+    """Feeds log records to a status line: INFO becomes its text, WARNING and above are printed above it."""
+
+    def __init__(self, update: Callable[[str, tuple[int, int] | None], None], console: Any) -> None:
+        super().__init__(logging.INFO)
+        self._update = update
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = strip_control(record.getMessage()).splitlines()[0] if record.getMessage() else ""
+        except Exception:  # a status line never breaks the command it shows
+            return
+        if record.levelno >= logging.WARNING:
+            self._console.print(f"{record.levelname.lower()}: {msg}", markup=False, highlight=False)
+            return
+        m = _STEP_OF.search(msg)
+        self._update(msg, (int(m.group(1)), int(m.group(2))) if m else None)
+
+
+class status_line:
+    """A status line for one long command (fine-tune, build-image, rollout, promote) while it runs.
+
+    On a terminal: a spinner (or a bar once a ``step N/M`` line is logged) with the elapsed time and the
+    latest log message, redrawn in place; warnings print above it. Elsewhere (CI, pipes) nothing changes:
+    the command's log lines stay plain lines, one per event.
+
+    Args:
+        title: what runs, e.g. ``"fine-tune"``.
+        out: the terminal (default ``sys.stderr``, where the CLI logs).
+    """
+
+    def __init__(self, title: str, out: TextIO | None = None) -> None:
+        import sys
+
+        self.title = title
+        self.out = out if out is not None else sys.stderr
+        self._progress: Any = None
+        self._saved: list[logging.Handler] = []
+        self._level = logging.NOTSET
+
+    @property
+    def active(self) -> bool:
+        return self._progress is not None
+
+    def __enter__(self) -> "status_line":
+        if not self.out.isatty():
+            return self
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(file=self.out)
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.fields[title]}"), BarColumn(), TaskProgressColumn(),
+            TimeElapsedColumn(), TextColumn("{task.description}"), console=console, transient=False,
+        )
+        task = self._progress.add_task("starting", total=None, title=self.title)
+
+        def update(msg: str, step: tuple[int, int] | None) -> None:
+            width = max(20, console.width - 60)
+            text = msg if len(msg) <= width else msg[: width - 1] + "…"
+            if step is not None:
+                self._progress.update(task, completed=step[0], total=step[1], description=text)
+            else:
+                self._progress.update(task, description=text)
+
+        root = logging.getLogger()
+        self._saved, self._level = root.handlers[:], root.level
+        root.handlers[:] = [_StatusHandler(update, console)]
+        root.setLevel(min(root.level or logging.INFO, logging.INFO))
+        self._progress.start()
+        self._task = task
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._progress is None:
+            return
+        task = self._progress.tasks[0]
+        if exc_type is None and task.total is not None:
+            self._progress.update(self._task, completed=task.total)
+        self._progress.stop()
+        root = logging.getLogger()
+        root.handlers[:] = self._saved
+        root.setLevel(self._level)
+        self._progress = None

@@ -416,6 +416,8 @@ class LineTap(io.TextIOBase):
             if self._mirror is not None:
                 self._mirror.write(s)
             self._buffer += s
+            if "\n" in s:
+                self._log.flush()  # so `tail -f` on the log follows the run
             while "\n" in self._buffer:
                 line, self._buffer = self._buffer.split("\n", 1)
                 self._on_line(line)

@@ -94,6 +94,10 @@ def _without_images(md: str) -> str:
     return re.sub(r"!\[[^\]]*\]\([^)]*\)", "", md)
 
 
+def _pct(value: object) -> str:
+    return f"{value:.1f}%" if isinstance(value, (int, float)) else "–"
+
+
 def _num(value: object, fmt: str = "{:.1f}") -> str:
     return fmt.format(value) if isinstance(value, (int, float)) else "–"
 
@@ -183,8 +187,8 @@ def render_html(facts: ReleaseFacts) -> str:
         "<p>"
         + f'<span class="kpi">champion before<b>{_e("v" + f.champion_before if f.champion_before else "none")}</b></span>'
         + f'<span class="kpi">champion after<b>{_e("v" + f.champion_after if f.champion_after else "none")}</b></span>'
-        + f'<span class="kpi">exact match<b id="kpi-exact-match">{_num(f.eval_metrics.get("exact_match"))}%</b></span>'
-        + f'<span class="kpi">champion exact match<b>{_num(f.champion_metrics.get("exact_match"))}%</b></span>'
+        + f'<span class="kpi">exact match<b id="kpi-exact-match">{_pct(f.eval_metrics.get("exact_match"))}</b></span>'
+        + f'<span class="kpi">champion exact match<b>{_pct(f.champion_metrics.get("exact_match"))}</b></span>'
         + "</p>",
     ]
     if f.stages:

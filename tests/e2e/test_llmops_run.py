@@ -123,6 +123,7 @@ def _version(state: Path, version: str):
     return connect(f"sqlite:///{state / 'mlflow' / 'mlflow.db'}").client.get_model_version("llm", version)
 
 
+@pytest.mark.timeout(2400)  # three releases with the default 600-step fine-tune; about 5 min on an idle 2-core box
 def test_release_promotes_then_gate_stops_then_canary_rolls_back(state, tmp_path):
     import openai
 

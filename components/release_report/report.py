@@ -111,7 +111,7 @@ def canary_svg(intervals: Sequence[CanaryInterval], duration_s: float | None = N
         duration_s: seconds from the rollout's start to its end (the x axis).
         final_weight: the canary's share once the rollout ended (100 promoted, 0 rolled back).
     """
-    left, right, top, bottom = 48, 16, 14, 34
+    left, right, top, bottom = 48, 16, 30, 34
     end = max([duration_s or 0.0] + [iv.end_s for iv in intervals]) or 1.0
     w, h = width - left - right, height - top - bottom
 
@@ -151,8 +151,8 @@ def canary_svg(intervals: Sequence[CanaryInterval], duration_s: float | None = N
                      f"<title>{_e(title)}</title></circle>")
     legend_x = left + 8
     for i, (name, colour) in enumerate(VERDICT_COLOURS.items()):
-        parts.append(f'<circle cx="{legend_x + i * 110}" cy="{top + 10}" r="4" fill="{colour}"/>'
-                     f'<text x="{legend_x + i * 110 + 8}" y="{top + 14}" font-size="11">{name}</text>')
+        parts.append(f'<circle cx="{legend_x + i * 110}" cy="10" r="4" fill="{colour}"/>'
+                     f'<text x="{legend_x + i * 110 + 8}" y="14" font-size="11">{name}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

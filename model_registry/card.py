@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+
+# Lineage keys (``llmops.<key>`` tags) that name the base model, oldest spelling last: the pipeline
+# writes ``source_model``, the library API ``source_uri``. The card, the tags and the release report
+# read the base model through :func:`source_of`, so they cannot disagree.
+SOURCE_KEYS = ("source_uri", "source_model")
+TAG_PREFIX = "llmops."
 
 DEFAULT_INTENDED_USE = (
     "Answering the short task questions this model was fine-tuned and evaluated on. "
@@ -25,6 +32,16 @@ def _cell(value: object) -> str:
     return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
+def source_of(lineage: Mapping[str, object]) -> str | None:
+    """The base model a version came from, under any of :data:`SOURCE_KEYS` (with or without ``llmops.``)."""
+    for key in SOURCE_KEYS:
+        for k in (key, TAG_PREFIX + key):
+            value = lineage.get(k)
+            if value not in (None, ""):
+                return str(value)
+    return None
+
+
 def build_model_card(
     name: str,
     *,
@@ -39,6 +56,8 @@ def build_model_card(
     champion_version: str | None = None,
     gate_verdict: str | None = None,
     digest: str | None = None,
+    image_ref: str | None = None,
+    image_digest: str | None = None,
     intended_use: str | None = None,
     limitations: str | list[str] | tuple[str, ...] | None = None,
 ) -> str:
@@ -57,6 +76,8 @@ def build_model_card(
         champion_version: the champion's version number.
         gate_verdict: "passed" / "failed" / free text.
         digest: content digest of the model folder.
+        image_ref: the OCI image the version is served from (``repo@sha256:...``), once built.
+        image_digest: that image's manifest digest.
         intended_use: what the model is for (a default sentence otherwise).
         limitations: known limits, one string or a list.
 
@@ -69,6 +90,8 @@ def build_model_card(
     lines.append(f"- Base model: `{source or 'unknown'}`" + (f" (revision `{source_revision}`)" if source_revision else ""))
     if digest:
         lines.append(f"- Content digest: `{digest}`")
+    if image_ref or image_digest:
+        lines.append(f"- Image: `{image_ref or 'n/a'}`" + (f" (digest `{image_digest}`)" if image_digest else ""))
     lines += ["", "## Data", ""]
     if dataset or dataset_sha256:
         lines.append(f"- Dataset: `{dataset or 'unnamed'}`" + (f" (sha256 `{dataset_sha256}`)" if dataset_sha256 else ""))
@@ -100,3 +123,44 @@ def build_model_card(
     limits = [limitations] if isinstance(limitations, str) else list(limitations or DEFAULT_LIMITATIONS)
     lines += [f"- {item}" for item in limits]
     return "\n".join(lines) + "\n"
+
+
+def _decode(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def model_card_from_tags(name: str, version: str | None, tags: Mapping[str, str]) -> str:
+    """The card of a registered version, rendered from its ``llmops.*`` tags alone.
+
+    Used after a step adds lineage (the image digest) so the card says what the tags say.
+    """
+    t = {k[len(TAG_PREFIX):]: _decode(v) for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+    params = t.get("params") if isinstance(t.get("params"), Mapping) else None
+    metrics = t.get("metrics") if isinstance(t.get("metrics"), Mapping) else None
+    champ = t.get("champion_metrics") if isinstance(t.get("champion_metrics"), Mapping) else None
+
+    def text(key: str) -> str | None:
+        value = t.get(key)
+        return None if value in (None, "") else str(value)
+
+    return build_model_card(
+        name,
+        version=version,
+        source=source_of(t),
+        source_revision=text("source_revision"),
+        dataset=text("dataset_uri") or text("dataset"),
+        dataset_sha256=text("dataset_sha256"),
+        params=params,
+        metrics=metrics,
+        champion_metrics=champ,
+        champion_version=text("champion_version"),
+        gate_verdict=text("gate_verdict"),
+        digest=text("content_digest"),
+        image_ref=text("image_ref"),
+        image_digest=text("image_digest"),
+    )

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model_registry.card import build_model_card
+from model_registry.card import build_model_card, model_card_from_tags, source_of
 from model_registry.client import Connection, connect
 from model_registry.digest import content_digest
 from model_registry.errors import ModelNotFound, RegistryError, VersionNotFound
@@ -343,7 +343,7 @@ def _register_new(conn, name, root, digest, metrics_f, params, params_flat, line
     if card_md is None:
         card_md = build_model_card(
             name,
-            source=_str_or_none(lineage.get("source_uri")),
+            source=source_of(lineage),
             source_revision=_str_or_none(lineage.get("source_revision")),
             dataset=_str_or_none(lineage.get("dataset_uri") or lineage.get("dataset")),
             dataset_sha256=_str_or_none(lineage.get("dataset_sha256")),
@@ -456,4 +456,11 @@ def add_lineage(name: str, version: str | int, tracking_uri: str | None = None, 
     with conn.guard():
         for key, value in full.items():
             conn.client.set_model_version_tag(name, mv.version, key, value)
+        # a generated card is the tags in prose: re-render it so it names what was just added (the image
+        # digest); a card the user wrote (no "## Source" section) is left alone
+        if "\n## Source\n" in (mv.description or ""):
+            card = model_card_from_tags(name, str(mv.version), {**(mv.tags or {}), **full})
+            if len(card) > MAX_DESCRIPTION:
+                card = card[: MAX_DESCRIPTION - 60] + "\n\n(truncated: see model_card.md)\n"
+            conn.client.update_model_version(name, mv.version, description=card)
     return full

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TextIO
 
 from pipelines.local_services import ensure_local_registry
 from pipelines.params import ReleaseParams
+from pipelines.progress import LineTap, StageBoard, StageParser, TaskOutputs
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,9 @@ class LocalRunResult:
     endpoint: str | None  # OpenAI-compatible base URL of the local service
     outputs_dir: Path  # where this run's step outputs (reports, metrics) are
     wall_s: float
-    stage_times: dict[str, float]
+    stage_times: dict[str, float]  # seconds per stage label (cache hits 0)
+    log_path: Path | None = None  # every line the run printed
+    report: Path | None = None  # the release report (HTML)
 
 
 def state_paths(state_dir: str | Path) -> dict[str, Path]:
@@ -72,42 +77,15 @@ def _kfp_task_args(params: ReleaseParams) -> dict:
     return {k: (float(v) if k in floats else v) for k, v in params.to_dict().items() if k in keys}
 
 
-class _StageClock(logging.Filter):
-    """Times each pipeline step from kfp.local's own log lines (start, finish, cache hit).
-
-    A filter on the root logger, not a handler: kfp.local swaps the root
-    logger's handlers while it runs, but leaves its filters alone.
-    """
-
-    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started: dict[str, float] = {}
-        self.times: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        self._observe(record)
-        return True
-
-    def _observe(self, record: logging.LogRecord) -> None:
-        msg = self._ANSI.sub("", record.getMessage())
-        if m := re.match(r"Executing task '?([\w-]+)'?", msg):
-            self.started[m.group(1)] = record.created
-        elif m := re.match(r"Task '?([\w-]+)'? finished with status", msg):
-            name = m.group(1)
-            if name in self.started:
-                self.times[name] = round(record.created - self.started.pop(name), 2)
-        elif m := re.match(r"Task ([\w-]+) cache hit", msg):
-            self.times[m.group(1)] = 0.0
-
-
 def run_release(
     params: ReleaseParams,
     state_dir: str | Path = ".llmops",
     *,
     load_rps: float = 8.0,
     cache: bool = True,
+    board: StageBoard | None = None,
+    log_path: str | Path | None = None,
+    echo: TextIO | None = None,
 ) -> LocalRunResult:
     """Run the whole release on this machine.
 
@@ -116,6 +94,10 @@ def run_release(
         state_dir: the state folder (see the module docstring).
         load_rps: golden-prompt traffic sent during the canary (nobody else queries a laptop).
         cache: reuse unchanged steps from earlier runs.
+        board: receives the stage events (a view subscribes to it); a fresh one when None.
+        log_path: every line the run prints (kfp.local, the steps, this process's logging) goes
+            there; default ``<state>/logs/run-<time>.log``.
+        echo: also copy those lines here (``--verbose``: the terminal).
 
     Raises:
         ParamError: a parameter is invalid (nothing ran).
@@ -129,71 +111,91 @@ def run_release(
     paths = state_paths(state_dir)
     for p in paths.values():
         p.mkdir(parents=True, exist_ok=True)
-    tracking_uri = default_tracking_uri(paths["mlflow"])
-    registry = ensure_local_registry(paths["root"])
-    if registry:
-        image_repository, insecure = f"{registry}/llmops/{params.model_name}", True
-        log.info("images go to the local registry %s", registry)
-    else:
-        image_repository, insecure = f"oci-layout:{paths['images'] / params.model_name}", False
-        log.info("docker-registry is not installed: images go to the OCI layout %s", paths["images"])
+    before: set[str] = set()
+    board = board or StageBoard()
+    log_file = Path(log_path) if log_path else default_log_path(paths["root"])
+    log_file.parent.mkdir(parents=True, exist_ok=True)
 
-    # kfp.local's subprocesses call `python3`: make it this interpreter's environment.
-    bin_dir = str(Path(sys.executable).parent)
-    if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(paths["kfp"]),
-        enable_caching=cache,
-        raise_on_error=True,
-    )
-    before = {p.name for p in paths["kfp"].iterdir()}
-    events_before = len(_history(params.model_name, tracking_uri))
-    started = time.monotonic()
-    failure: str | None = None
-    clock = _StageClock()
-    logging.getLogger().addFilter(clock)
-    try:
-        llm_release(
-            **_kfp_task_args(params),
-            tracking_uri=tracking_uri,
-            image_repository=image_repository,
-            image_base="",
-            image_insecure=insecure,
-            serving_backend="local",
-            namespace="default",
-            serving_state_dir=str(paths["serving"]),
-            load_rps=load_rps,
+    def find_run_dir() -> Path | None:
+        return _new_run_dir(paths["kfp"], before, PIPELINE_NAME)
+
+    def task_outputs(task: str) -> TaskOutputs | None:
+        rd = find_run_dir()
+        return TaskOutputs.from_task_dir(rd / task) if rd is not None and (rd / task).is_dir() else None
+
+    def cache_entry(key: str) -> TaskOutputs | None:
+        found = sorted((paths["kfp"] / ".kfp_cache").glob(f"{key}*.json"))
+        return TaskOutputs.from_cache_entry(found[0]) if found else None
+
+    parser = StageParser(board, task_outputs, cache_entry, traffic_steps=params.traffic_steps)
+    with log_file.open("a", encoding="utf-8", errors="replace") as fh, _tapped(fh, parser.feed, echo):
+        log.info("llmops run: the log of every step is %s", log_file)
+        tracking_uri = default_tracking_uri(paths["mlflow"])
+        registry = ensure_local_registry(paths["root"])
+        if registry:
+            image_repository, insecure = f"{registry}/llmops/{params.model_name}", True
+            log.info("images go to the local registry %s", registry)
+        else:
+            image_repository, insecure = f"oci-layout:{paths['images'] / params.model_name}", False
+            log.info("docker-registry is not installed: images go to the OCI layout %s", paths["images"])
+
+        # kfp.local's subprocesses call `python3`: make it this interpreter's environment.
+        bin_dir = str(Path(sys.executable).parent)
+        if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
+            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(paths["kfp"]),
+            enable_caching=cache,
+            raise_on_error=True,
         )
-    except RuntimeError as exc:
-        failure = str(exc)
-    finally:
-        logging.getLogger().removeFilter(clock)
-    wall = time.monotonic() - started
-    new_runs = sorted(
-        (p for p in paths["kfp"].iterdir() if p.is_dir() and p.name not in before and p.name.startswith(PIPELINE_NAME)),
-        key=lambda p: p.stat().st_mtime,
-    )
-    run_dir = new_runs[-1] if new_runs else None
-    champion = _champion(params.model_name, tracking_uri)
-    events = _history(params.model_name, tracking_uri)
-    endpoint = _endpoint(paths["serving"], params.model_name)
-    outputs = run_dir or paths["kfp"]
-    if failure is not None:
-        gate = _gate_reasons(run_dir)
-        if gate is not None:
-            return LocalRunResult("gate_failed", gate, champion.version if champion else None, endpoint, outputs, wall,
-                                  clock.times)
-        return LocalRunResult("error", failure.strip().splitlines()[-1] if failure.strip() else "a step failed",
-                              champion.version if champion else None, endpoint, outputs, wall, clock.times)
-    new_events = events[events_before:]
-    last = new_events[-1] if new_events else None
-    outcome = "rolled_back" if last is not None and last.kind == "rollback" else "promoted"
-    message = last.reason if last is not None else ""
-    return LocalRunResult(outcome, message or outcome, champion.version if champion else None, endpoint, outputs,
-                          wall, clock.times)
+        before.update(p.name for p in paths["kfp"].iterdir())
+        events_before = len(_history(params.model_name, tracking_uri))
+        started = time.monotonic()
+        failure: str | None = None
+        try:
+            llm_release(
+                **_kfp_task_args(params),
+                tracking_uri=tracking_uri,
+                image_repository=image_repository,
+                image_base="",
+                image_insecure=insecure,
+                serving_backend="local",
+                namespace="default",
+                serving_state_dir=str(paths["serving"]),
+                load_rps=load_rps,
+            )
+        except RuntimeError as exc:
+            failure = str(exc)
+            log.error("the pipeline stopped: %s", exc)
+        board.finish()
+        wall = time.monotonic() - started
+        run_dir = find_run_dir()
+        champion = _champion(params.model_name, tracking_uri)
+        events = _history(params.model_name, tracking_uri)
+        endpoint = _endpoint(paths["serving"], params.model_name)
+        outputs = run_dir or paths["kfp"]
+        if failure is not None:
+            gate = _gate_reasons(run_dir)
+            if gate is not None:
+                outcome, message = "gate_failed", gate
+            else:
+                outcome, message = "error", failure.strip().splitlines()[-1] if failure.strip() else "a step failed"
+        else:
+            new_events = events[events_before:]
+            last = new_events[-1] if new_events else None
+            outcome = "rolled_back" if last is not None and last.kind == "rollback" else "promoted"
+            message = (last.reason if last is not None else "") or outcome
+        result = LocalRunResult(outcome, message, champion.version if champion else None, endpoint, outputs, wall,
+                                board.times(), log_file)
+        report = None
+        if run_dir is not None:
+            try:
+                report = write_release_report(result, board, params, paths, tracking_uri)
+            except Exception as exc:  # the release happened; a missing page must not hide its outcome
+                log.warning("release report not written: %s", exc, exc_info=True)
+    return replace(result, report=report)
 
 
 def _history(name: str, tracking_uri: str) -> list:
@@ -237,3 +239,223 @@ def _endpoint(serving_dir: Path, name: str) -> str | None:
         return LocalBackend(serving_dir).endpoints(name, "default").url + "/openai/v1"
     except BackendError:
         return None
+
+
+def default_log_path(state_root: Path) -> Path:
+    """Where one run's full log goes: ``<state>/logs/run-<local time>.log``."""
+    return state_root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
+def _new_run_dir(kfp_root: Path, before: set[str], pipeline_name: str) -> Path | None:
+    new_runs = sorted(
+        (p for p in kfp_root.iterdir() if p.is_dir() and p.name not in before and p.name.startswith(pipeline_name)),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return new_runs[-1] if new_runs else None
+
+
+@contextmanager
+def _tapped(log_file: TextIO, on_line: Callable[[str], None], echo: TextIO | None) -> Iterator[LineTap]:
+    """Route stdout, stderr and the root logger through one :class:`LineTap` while the pipeline runs.
+
+    kfp.local prints each step's output with ``print`` and installs a root
+    handler on ``sys.stdout`` for each task (``kfp/local/logging_utils.py``,
+    ``local_logger_context``), so swapping the two streams catches every line.
+    """
+    tap = LineTap(log_file, on_line, mirror=echo)
+    root = logging.getLogger()
+    saved = (sys.stdout, sys.stderr, root.handlers[:], root.level)
+    handler = logging.StreamHandler(tap)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    sys.stdout = sys.stderr = tap
+    root.handlers[:] = [handler]
+    root.setLevel(min(root.level, logging.INFO) if root.level else logging.INFO)
+    try:
+        yield tap
+    finally:
+        tap.write("\n")
+        tap.flush()
+        sys.stdout, sys.stderr = saved[0], saved[1]
+        root.handlers[:] = saved[2]
+        root.setLevel(saved[3])
+
+
+def write_release_report(result: LocalRunResult, board: StageBoard, params: ReleaseParams, paths: dict[str, Path],
+                         tracking_uri: str) -> Path:
+    """Gather the run's step outputs, the version's lineage tags and the canary's record into the release report.
+
+    Written as ``report.html`` in the run's folder (next to every step's own outputs).
+    """
+    from components.release_report import CanaryInterval, ReleaseFacts, StageLine, render_html
+
+    run_dir = result.outputs_dir
+
+    def outputs(task: str) -> TaskOutputs:
+        return TaskOutputs.from_task_dir(run_dir / task) if (run_dir / task).is_dir() else _cached_outputs(
+            paths["kfp"], board, task)
+
+    def text(out: TaskOutputs, name: str) -> str:
+        path = out.artifacts.get(name)
+        return path.read_text(errors="replace") if path is not None and path.is_file() else ""
+
+    dataset, imported, tuned = outputs("prepare-dataset"), outputs("import-model"), outputs("finetune")
+    champ_out, evaluated = outputs("champion-metrics"), outputs("evaluate")
+    registered, image, rolled = outputs("register"), outputs("build-image-op"), outputs("rollout")
+    champion = _json_or_empty(champ_out.params.get("Output"))
+    version = str(registered.params.get("Output") or "") or None
+    tags = _version_tags(params.model_name, version, tracking_uri) if version else {}
+
+    from model_registry.card import source_of
+
+    lineage = {
+        "base model": source_of({k: v for k, v in tags.items()}) or params.base_model,
+        "dataset": tags.get("llmops.dataset") or params.dataset,
+        "dataset sha256": tags.get("llmops.dataset_sha256") or str(dataset.params.get("Output") or ""),
+    }
+    manifest = _json_or_empty(_read(imported.artifacts.get("model"), "llmops_manifest.json"))
+    if manifest.get("content_digest"):
+        lineage["base model digest"] = manifest["content_digest"]
+    if manifest.get("resolved_revision"):
+        lineage["base model revision"] = manifest["resolved_revision"]
+    if tags.get("llmops.content_digest"):
+        lineage["model content digest"] = tags["llmops.content_digest"]
+    if tags.get("llmops.image_digest"):
+        lineage["image digest"] = tags["llmops.image_digest"]
+    if version:
+        lineage["registered version"] = f"{params.model_name} v{version}"
+    counts = {}
+    for name, label in (("train", "train"), ("eval_data", "eval")):
+        path = dataset.artifacts.get(name)
+        if path is not None and path.is_file():
+            with path.open("rb") as fh:
+                counts[label] = sum(1 for line in fh if line.strip())
+
+    image_ref = str(image.params.get("Output") or "")
+    canary, steps, duration = _canary_record(paths["serving"], params.model_name, version)
+    stages = tuple(StageLine(r.spec.label, r.state.value, r.elapsed() if r.started is not None else None, r.figure)
+                   for r in board.rows.values())
+    facts = ReleaseFacts(
+        model_name=params.model_name,
+        run_name=run_dir.name,
+        outcome=result.outcome,
+        message=result.message,
+        wall_s=result.wall_s,
+        stages=stages,
+        version=version,
+        champion_before=str(champion.get("version")) if champion.get("version") else None,
+        champion_after=result.champion,
+        lineage=lineage,
+        dataset_counts=counts,
+        finetune=tuned.metrics(),
+        loss_curve_html=text(tuned, "loss_curve"),
+        eval_metrics={k: v for k, v in evaluated.metrics().items() if isinstance(v, (int, float))},
+        champion_metrics={k: v for k, v in champion.items() if isinstance(v, (int, float))},
+        gate_passed=_gate_passed(evaluated),
+        eval_report_md=text(evaluated, "report"),
+        image_ref=image_ref,
+        image_size_bytes=_image_size(paths, image_ref),
+        canary_steps=steps or tuple(int(s) for s in params.traffic_steps.split(",") if s.strip()),
+        canary=tuple(CanaryInterval(**c) for c in canary),
+        canary_duration_s=duration,
+        rollout_report_md=text(rolled, "report"),
+        log_path=str(result.log_path or ""),
+    )
+    out = run_dir / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(render_html(facts), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def _read(folder: Path | None, name: str) -> str:
+    if folder is None or not (folder / name).is_file():
+        return ""
+    return (folder / name).read_text(errors="replace")
+
+
+def _json_or_empty(text: object) -> dict:
+    import json
+
+    if not isinstance(text, str) or not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _gate_passed(evaluated: TaskOutputs) -> bool | None:
+    value = evaluated.params.get("Output")
+    if value is None:
+        gp = evaluated.metrics().get("gate_passed")
+        return None if gp is None else gp == 1.0
+    return value in (True, "true", "True")
+
+
+def _cached_outputs(kfp_root: Path, board: StageBoard, task: str) -> TaskOutputs:
+    """A cache hit has no folder in this run: its outputs are those of the run that made the cache entry."""
+    runs = sorted((p for p in kfp_root.iterdir() if p.is_dir() and (p / task / "executor_output.json").exists()),
+                  key=lambda p: p.stat().st_mtime)
+    return TaskOutputs.from_task_dir(runs[-1] / task) if runs else TaskOutputs({}, {})
+
+
+def _version_tags(name: str, version: str, tracking_uri: str) -> dict[str, str]:
+    from model_registry.client import connect
+    from model_registry.errors import RegistryError
+
+    try:
+        conn = connect(tracking_uri)
+        with conn.guard():
+            return dict(conn.client.get_model_version(name, version).tags or {})
+    except (RegistryError, Exception):  # a report without tags still shows the steps' own outputs
+        return {}
+
+
+def _image_size(paths: dict[str, Path], image_ref: str) -> int | None:
+    """Compressed bytes of the image (config and layers, as its manifest states them), None when unreadable."""
+    import json
+
+    if not image_ref or "@sha256:" not in image_ref:
+        return None
+    try:
+        if image_ref.startswith("oci-layout:"):
+            root, _, digest = image_ref.removeprefix("oci-layout:").partition("@")
+            manifest = json.loads((Path(root) / "blobs" / digest.replace(":", "/")).read_bytes())
+        else:
+            from components.build_image.reference import parse_image_ref
+            from components.build_image.registry import RegistryClient
+
+            ref = parse_image_ref(image_ref.removeprefix("oci://"))
+            with RegistryClient(ref.registry, insecure=ref.registry.startswith(("127.", "localhost"))) as client:
+                manifest = json.loads(client.get_manifest(ref).body)
+    except Exception as exc:  # the size is a figure on a page; a registry gone since the push must not fail the run
+        log.debug("image size of %s not read: %s", image_ref, exc)
+        return None
+    parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+    return sum(int(p.get("size", 0)) for p in parts) or None
+
+
+def _canary_record(serving_dir: Path, name: str, version: str | None) -> tuple[list[dict], tuple[int, ...], float | None]:
+    """This version's canary intervals from the rollout state the controller keeps on the InferenceService."""
+    if not version:
+        return [], (), None
+    from serving.backends.base import BackendError
+    from serving.backends.local import LocalBackend
+    from serving.rollout.state import RolloutState
+
+    try:
+        state = RolloutState.from_obj(LocalBackend(serving_dir).get(name, "default"))
+    except (BackendError, ValueError, OSError):
+        return [], (), None
+    if state is None or str(state.target_version) != str(version):
+        return [], (), None
+    t0 = state.started
+    rows = [
+        {"start_s": float(iv.get("start", t0)) - t0, "end_s": float(iv.get("end", t0)) - t0,
+         "weight": int(iv.get("weight", 0)), "verdict": str(iv.get("phase", "")),
+         "reasons": tuple(str(r) for r in iv.get("reasons") or ())}
+        for iv in state.intervals
+    ]
+    duration = (state.finished - t0) if state.finished else None
+    return rows, tuple(state.steps), duration

@@ -10,6 +10,7 @@ command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)  # modelcar test base image
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # renders the release report in its test
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "[setup] apt-get install ${need_apt[*]}"

@@ -60,13 +60,16 @@ def run(args: argparse.Namespace) -> int:
         if password is None:
             raise CliError("--username needs a password: set LLMOPS_REGISTRY_PASSWORD or pass --password-stdin")
         credentials = Credentials(username=args.username, password=password)
+    from pipelines.progress import status_line
+
     try:
-        result = build_image(
-            args.model_dir, args.target, mode=args.mode, base=args.base, builder=args.builder, labels=labels,
-            insecure=args.insecure, credentials=credentials, platform=args.platform, tag=args.tag,
-            target_path=args.target_path, model_name=args.model_name, model_version=args.model_version,
-            source_revision=args.revision,
-        )
+        with status_line("build-image"):
+            result = build_image(
+                args.model_dir, args.target, mode=args.mode, base=args.base, builder=args.builder, labels=labels,
+                insecure=args.insecure, credentials=credentials, platform=args.platform, tag=args.tag,
+                target_path=args.target_path, model_name=args.model_name, model_version=args.model_version,
+                source_revision=args.revision,
+            )
     except ImageBuildError as exc:
         raise CliError(str(exc)) from exc
     if args.json:

@@ -115,12 +115,15 @@ def run(args: argparse.Namespace) -> int:
 
     load = start_load(backend, ns, model_name, prompts) if ns.load_rps > 0 else None
     holder = ns.holder or default_holder()
+    from pipelines.progress import status_line
+
     try:
-        result = lib.promote(
-            target, backend, spec, strategy, metrics, quality=quality,
-            hooks=MlflowHooks(args.model, ns.tracking_uri), holder=holder, model_name=model_name,
-            report_dir=ns.report_dir, max_duration_s=ns.timeout, on_outcome=print_progress(),
-        )
+        with status_line("promote"):
+            result = lib.promote(
+                target, backend, spec, strategy, metrics, quality=quality,
+                hooks=MlflowHooks(args.model, ns.tracking_uri), holder=holder, model_name=model_name,
+                report_dir=ns.report_dir, max_duration_s=ns.timeout, on_outcome=print_progress(),
+            )
     except (RolloutError, BackendError, IsvcError) as exc:
         result = RolloutResult(outcome="error", reason=str(exc))
     finally:

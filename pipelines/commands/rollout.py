@@ -161,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
     if args.load_rps > 0:
         load = start_load(backend, args, model_name, prompts)
     try:
-        result = run_rollout(controller, report_dir=report_dir, max_duration_s=args.timeout, on_outcome=print_progress())
+        from pipelines.progress import status_line
+
+        with status_line("canary"):
+            result = run_rollout(controller, report_dir=report_dir, max_duration_s=args.timeout,
+                                 on_outcome=print_progress())
     except (RolloutError, BackendError, IsvcError) as exc:
         raise CliError(str(exc)) from exc
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pipelines.params import ReleaseParams
@@ -62,6 +63,13 @@ def preflight(params: ReleaseParams, state_dir: Path) -> None:
         except RegistryError as exc:
             raise CliError(f"{exc} (MLFLOW_TRACKING_URI is set; `llmops run` stores its registry there)") from None
 
+# The question the closing hint suggests; the README's examples are these too. tests/e2e checks that the
+# model the default run trains answers each of them correctly (EXAMPLE_ANSWERS).
+EXAMPLE_QUESTION = "convert 7 l to ml"
+EXAMPLE_ANSWERS = {
+    "convert 7 l to ml": "7000",
+    "uppercase hello": "HELLO",
+}
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -99,6 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serving-args", default="", help="extra model-server flags for the new version; test-only faults: '--fault_latency_ms 400', '--fault_error_rate 0.5'")
     p.add_argument("--state-dir", type=Path, default=Path(".llmops"), help="state folder: MLflow store, pipeline outputs, images, local serving")
     p.add_argument("--no-cache", action="store_true", help="re-run every step even when its inputs did not change")
+    p.add_argument("--verbose", dest="stream_logs", action="store_true",
+                   help="stream every step's log to the terminal instead of the stage view (the log file is written either way)")
     p.set_defaults(func=run)
 
 
@@ -137,17 +147,43 @@ def run(args: argparse.Namespace) -> int:
     if args.load_rps < 0:
         raise CliError(f"--load-rps={args.load_rps}: must be >= 0")
     preflight(params, args.state_dir)
-    result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache)
+    from pipelines.local_run import default_log_path
+    from pipelines.progress import LiveView, PlainView, StageBoard
+
+    state_root = args.state_dir.resolve()
+    log_path = default_log_path(state_root)
+    board = StageBoard()
+    stream = args.stream_logs or getattr(args, "verbose", False)
+    print(f"llmops run: {params.model_name} from {params.base_model}; full log: {log_path}", flush=True)
+    if stream:
+        result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache, board=board,
+                             log_path=log_path, echo=sys.stdout)
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        view = LiveView(board, Console(file=sys.stdout), title=f"llm-release · {params.model_name}",
+                        footer=f"log: {log_path}")
+        board.subscribe(view)
+        with view:
+            result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache,
+                                 board=board, log_path=log_path)
+    else:
+        board.subscribe(PlainView(sys.stdout))
+        result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache, board=board,
+                             log_path=log_path)
     print()
     print(f"release {result.outcome}: {result.message}  ({result.wall_s:.0f}s)")
     if result.stage_times:
         print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_times.items()))
+    if result.report:
+        print(f"release report: {result.report}")
     print(f"reports and metrics: {result.outputs_dir}")
+    print(f"full log: {result.log_path}")
     print(f"champion: version {result.champion}" if result.champion else "champion: none yet")
     if result.endpoint:
         print(f"endpoint: {result.endpoint}  (OpenAI-compatible, model {params.model_name!r})")
-        print(f"  llmops query 'convert 12 km to m'      # or any OpenAI client with base_url={result.endpoint}")
-        print("  llmops status                            # version, traffic split, last rollout")
+        print(f"  llmops query {EXAMPLE_QUESTION!r}      # or any OpenAI client with base_url={result.endpoint}")
+        print("  llmops status                            # version, traffic split, last rollout, report")
         print("  llmops down                              # stop local serving")
     mlflow_db = (args.state_dir / "mlflow" / "mlflow.db").resolve()
     print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{mlflow_db} --default-artifact-root "

@@ -23,6 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def latest_report(state_dir: Path) -> Path | None:
+    """The release report of the newest local run that wrote one (``kfp/<run>/report.html``)."""
+    reports = sorted((state_dir / "kfp").glob("*/report.html"), key=lambda p: p.stat().st_mtime)
+    return reports[-1] if reports else None
+
+
 def collect(state_dir: Path, tracking_uri: str | None) -> list[dict]:
     """Status of every local service, joined with its MLflow champion and last event."""
     from model_registry import get_champion, history
@@ -61,6 +67,9 @@ def collect(state_dir: Path, tracking_uri: str | None) -> list[dict]:
             entry["last_event"] = {"kind": e.kind, "time": e.time, "from": e.from_version, "to": e.to_version,
                                    "reason": e.reason}
         out.append(entry)
+    report = latest_report(state_dir)
+    for entry in out:
+        entry["report"] = str(report) if report else None
     return out
 
 
@@ -71,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print(f"nothing serves from {args.state_dir}: run `llmops run` (or `llmops serve -f isvc.yaml`)")
+        report = latest_report(args.state_dir.resolve())
+        if report:
+            print(f"last release report: {report}")
         return 0
     for r in rows:
         state = "ready" if r["ready"] else f"not ready ({r['reason']})"
@@ -82,4 +94,6 @@ def run(args: argparse.Namespace) -> int:
         if r.get("last_event"):
             e = r["last_event"]
             print(f"  last:      {e['kind']} {e['from']} -> {e['to']} at {e['time']}" + (f" ({e['reason']})" if e["reason"] else ""))
+        if r.get("report"):
+            print(f"  report:    {r['report']}")
     return 0

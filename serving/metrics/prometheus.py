@@ -1,7 +1,9 @@
 """``prometheus`` provider: PromQL over Prometheus' HTTP API.
 
 Each :meth:`PrometheusProvider.collect` runs instant queries (``/api/v1/query``)
-at ``time=end`` over a range of ``end - start`` seconds (at least one second)::
+at ``time=end`` over a range of ``end - start`` seconds (at least one second);
+an empty window (``end <= start``) returns no traffic without a query, and the
+provider is stateless, so :meth:`MetricsProvider.prime` does nothing::
 
     sum by (code) (increase(llmops_requests_total{SEL}[Ns]))
     sum by (le)   (increase(llmops_request_duration_seconds_bucket{SEL}[Ns]))
@@ -110,7 +112,9 @@ class PrometheusProvider(MetricsProvider):
 
     def collect(self, target: MetricsTarget, start: float, end: float) -> RevisionMetrics:
         if end <= start:
-            raise ValueError(f"window end {end} must be after start {start}")
+            # An empty window (the controller primes an interval with start == end): nothing
+            # happened in it, so there is nothing to query; the analysis reads it as no traffic.
+            return RevisionMetrics(target=target, start=start, end=max(start, end))
         sel = selector(target)
         rng = f"{max(1, int(round(end - start)))}s"
         by_code = self.query(f"sum by (code) (increase({REQUESTS}{sel}[{rng}]))", end)

@@ -609,6 +609,8 @@ class RolloutController:
                 stable_m = self.metrics.collect(self._target(state.previous_version, stable_rev), start, end)
         except (MetricsError, BackendError) as exc:
             provider_error = f"metrics: {exc}"
+        except Exception as exc:  # any other provider failure is an ERROR measurement too (Argo Rollouts), never a crash
+            provider_error = f"metrics: {type(exc).__name__}: {exc}"
         baseline_used = False
         new_baseline = None
         if stable_m is not None and stable_m.requests > 0:
@@ -639,11 +641,15 @@ class RolloutController:
         return result, record, new_baseline
 
     def _prime(self, version: str, revision: str | None, now: float) -> None:
-        """Let the provider take its baseline for an interval starting ``now`` (result unused)."""
+        """Let the provider take its baseline for an interval starting ``now``.
+
+        A provider that cannot take it is not fatal: the interval's collect will
+        report the failure as an ERROR measurement.
+        """
         try:
-            self.metrics.collect(self._target(version, revision), now, now)
-        except (MetricsError, BackendError) as exc:
-            log.debug("metrics baseline for v%s not taken: %s", version, exc)
+            self.metrics.prime(self._target(version, revision))
+        except Exception as exc:
+            log.warning("metrics baseline for v%s not taken: %s", version, exc)
 
     def _target(self, version: str, revision: str | None) -> MetricsTarget:
         urls: tuple[str, ...] = ()

@@ -36,7 +36,7 @@ def prometheus_available() -> bool:
     return bool(shutil.which(PROMETHEUS) or Path(PROMETHEUS).is_file())
 
 
-def _static_configs(targets: Sequence[str]) -> list[dict]:
+def _static_configs(targets: Sequence[str], labels: dict[str, str] | None = None) -> list[dict]:
     """One scrape job per metrics path (Prometheus scrapes one path per job)."""
     by_path: dict[tuple[str, str], list[str]] = {}
     for t in targets:
@@ -52,7 +52,7 @@ def _static_configs(targets: Sequence[str]) -> list[dict]:
                 "metrics_path": path,
                 "scrape_interval": "1s",
                 "scrape_timeout": "900ms",
-                "static_configs": [{"targets": hosts}],
+                "static_configs": [{"targets": hosts, **({"labels": dict(labels)} if labels else {})}],
             }
         )
     return jobs
@@ -60,9 +60,11 @@ def _static_configs(targets: Sequence[str]) -> list[dict]:
 
 @contextlib.contextmanager
 def run_prometheus(
-    targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0
+    targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0, labels: dict[str, str] | None = None
 ) -> Iterator[str]:
     """Start Prometheus scraping ``targets``; yield its URL.
+
+    ``labels`` are added to every scraped series (as a PodMonitor adds ``namespace``, ``pod``).
 
     Raises:
         RuntimeError: the binary is missing or the server did not become ready
@@ -77,7 +79,7 @@ def run_prometheus(
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": _static_configs(targets),
+        "scrape_configs": _static_configs(targets, labels),
     }
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))

@@ -661,14 +661,21 @@ class KubeEmulator:
             cfg.ssl_ca_cert = str(self.ca_path)
         return cfg
 
-    def write_kubeconfig(self, path) -> str:
-        """Write a kubeconfig naming the emulator (for code that loads kubeconfig files)."""
+    def write_kubeconfig(self, path, token: str = "test-token") -> str:
+        """Write a kubeconfig naming the emulator (for code that loads kubeconfig files).
+
+        ``token``: the user's bearer token (e.g. :meth:`issue_token` for a service account, as a CI
+        system holds one); with TLS the emulator's CA is embedded.
+        """
         import yaml
 
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_path.read_bytes()).decode()
         doc = {
             "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": "test-token"}}],
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": "tester", "user": {"token": token}}],
             "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": self.namespace}}],
         }
         with open(path, "w", encoding="utf-8") as fh:

@@ -60,9 +60,10 @@ def _static_configs(targets: Sequence[str], labels: dict[str, str] | None = None
 
 @contextlib.contextmanager
 def run_prometheus(
-    targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0, labels: dict[str, str] | None = None
+    targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0, labels: dict[str, str] | None = None,
+    scrape_configs: Sequence[dict] = (),
 ) -> Iterator[str]:
-    """Start Prometheus scraping ``targets``; yield its URL.
+    """Start Prometheus scraping ``targets`` (and the extra ``scrape_configs`` jobs); yield its URL.
 
     ``labels`` are added to every scraped series (as a PodMonitor adds ``namespace``, ``pod``).
 
@@ -79,7 +80,7 @@ def run_prometheus(
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": _static_configs(targets, labels),
+        "scrape_configs": _static_configs(targets, labels) + list(scrape_configs),
     }
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))

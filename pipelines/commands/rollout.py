@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--state-dir", type=Path, default=None, help="local backend state folder (default: $LLMOPS_SERVING_DIR or ./.llmops/serving)")
     where.add_argument("--kubeconfig", default=None, help="kserve backend: kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     where.add_argument("--context", default=None, help="kserve backend: kubeconfig context")
-    where.add_argument("--in-cluster", action="store_true", help="kserve backend: use the pod's service account")
+    where.add_argument("--in-cluster", action="store_true", help="kserve backend: use the pod's service account (default: when no kubeconfig exists and running in a pod)")
 
     what = p.add_argument_group("what")
     src = what.add_mutually_exclusive_group(required=True)
@@ -85,7 +85,7 @@ def build_backend(args):
 
             return make_backend("local", state_dir=args.state_dir or default_state_dir())
         if args.backend == "kserve":
-            return make_backend("kserve", kubeconfig=args.kubeconfig, context=args.context, in_cluster=args.in_cluster, namespace=args.namespace)
+            return make_backend("kserve", kubeconfig=args.kubeconfig, context=args.context, in_cluster=True if args.in_cluster else None, namespace=args.namespace)
         return make_backend(args.backend)
     except (ValueError, BackendError) as exc:
         raise CliError(str(exc)) from exc

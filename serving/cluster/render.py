@@ -55,14 +55,17 @@ from serving.isvc import (
 
 KIT_DIR = Path(__file__).resolve().parent
 RUNTIME_NAME = MODEL_FORMAT  # the ServingRuntime's name; PredictorSpec.runtime defaults to it
-PIPELINE_SA = "llmops-pipeline"
-ROLLOUT_SA = "llmops-rollout"
-PREDICTOR_SA = "llmops-predictor"
-REGISTRY_PULL_SECRET = "llmops-registry-pull"  # docker-registry secret for the model images
-DEFAULT_NAMESPACE = "llmops"
+from serving.cluster.names import (  # noqa: E402  (one source of truth for names that cross the boundary)
+    DEFAULT_NAMESPACE,
+    PIPELINE_SA,
+    PREDICTOR_SA,
+    REGISTRY_PULL_SECRET,
+    ROLLOUT_SA,
+    RUNTIME_IMAGE_REPO,
+)
 DEFAULT_MODEL = "llm"
 # A visibly fake digest: replace it with the model-server image you built (see docs/cluster.md).
-PLACEHOLDER_RUNTIME_IMAGE = "registry.example.com/llmops/model-server@sha256:" + "0" * 64
+PLACEHOLDER_RUNTIME_IMAGE = f"{RUNTIME_IMAGE_REPO}@sha256:" + "0" * 64
 PART_OF = {"app.kubernetes.io/part-of": "llmops"}
 # Knative queue-proxy ports the activator, ingress gateway and autoscaler reach in Serverless mode:
 # 8012 serving, 8022 admin (readiness), 9090 autoscaler metrics.
@@ -252,11 +255,11 @@ ROLLOUT_RULES: tuple[dict[str, Any], ...] = (
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 )
 
-# Pipeline pods: read the serving InferenceService (champion status/URL), the KFP v2
-# driver reads the kfp-launcher ConfigMap, Argo's executor reports task results,
-# and steps record Events.
+# Pipeline pods: the rollout step drives the canary (the calls ROLLOUT_RULES grants; checked by
+# tests/integration/cluster/test_rollout_step_in_cluster.py), the KFP v2 driver reads the
+# kfp-launcher ConfigMap, Argo's executor reports task results. No list/watch: nothing calls them.
 PIPELINE_RULES: tuple[dict[str, Any], ...] = (
-    {"apiGroups": [ISVC_RULE_GROUP], "resources": ["inferenceservices"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [ISVC_RULE_GROUP], "resources": ["inferenceservices"], "verbs": ["get", "create", "update", "patch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["kfp-launcher"], "verbs": ["get"]},
     {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},

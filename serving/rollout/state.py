@@ -21,8 +21,9 @@ from typing import Any
 
 from serving.metrics.base import Histogram, MetricsTarget, RevisionMetrics
 
-STATE_ANNOTATION = "llmops.io/rollout-state"
-LEASE_ANNOTATION = "llmops.io/rollout-lease"
+from serving.cluster.names import ROLLOUT_ANNOTATIONS  # noqa: E402
+
+STATE_ANNOTATION, LEASE_ANNOTATION = ROLLOUT_ANNOTATIONS
 MAX_INTERVALS_KEPT = 40  # bounded: annotations share a 256 KiB budget
 
 

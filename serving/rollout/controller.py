@@ -196,6 +196,10 @@ class RolloutController:
         try:
             if state is None or (state.phase.terminal and not state.hooks_pending and state.rollout_id != self._rollout_id):
                 return self._start(obj, now)
+            if state.rollout_id != self._rollout_id and state.target_version != self.target_version and state.phase.terminal:
+                # another version's finished rollout still owes its registry update: finish that for it,
+                # then start this version's rollout; its verdict is never reported as ours
+                return self._finish_others_hooks(obj, state, now)
             if state.rollout_id != self._rollout_id:
                 self._adopt(state)
             if state.hooks_pending:
@@ -231,8 +235,16 @@ class RolloutController:
     def _lease(self, now: float) -> str:
         return Lease(self.holder, now + self.strategy.lease_ttl_s).to_json()
 
+    def _finish_others_hooks(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+        """Run the pending hooks of another version's terminal rollout; never ``done`` for this one."""
+        log.info("%s: finishing the registry update of v%s's %s rollout before v%s",
+                 self.name, state.target_version, state.phase.value, self.target_version)
+        out = self._run_hooks(obj, state, now, report_done=False)
+        return dataclasses.replace(out, done=False, result=None, next_check_s=min(out.next_check_s, 1.0),
+                                   message=f"v{state.target_version}: {out.message}")
+
     def _adopt(self, state: RolloutState) -> None:
-        if state.target_version != self.target_version and not (state.phase.terminal and state.hooks_pending):
+        if state.target_version != self.target_version:
             raise RolloutRefused(
                 f"{self.namespace}/{self.name}: a rollout of v{state.target_version} is {state.phase.value}; "
                 f"resume it (same --model-version) before rolling out v{self.target_version}"
@@ -304,6 +316,9 @@ class RolloutController:
             new_pred = render_predictor(self.service.predictor)
         except IsvcError as exc:
             raise RolloutSpecError(str(exc)) from exc
+        prior = RolloutState.from_obj(obj)
+        if prior is not None and prior.failed:
+            return self._replace_failed(obj, prior, new_pred, mode, now)
         if spec.get("canary"):
             raise RolloutSpecError(
                 f"{self.namespace}/{self.name}: spec.canary already has an entry not written by a known rollout; "
@@ -359,6 +374,24 @@ class RolloutController:
             self.name, state.rollout_id, prev_version or "?", self.target_version, weight,
         )
         return StepOutcome(state.phase.value, "started", weight, f"canary v{self.target_version} at {weight}%", next_check_s=0.5)
+
+    def _replace_failed(self, obj: dict, prior: RolloutState, new_pred: dict, mode: DeploymentMode, now: float) -> StepOutcome:
+        """The service never served (its first deployment failed): deploy this version directly, as a first one."""
+        body = copy.deepcopy(obj)
+        body["spec"]["predictor"] = new_pred
+        body["spec"].pop("canary", None)
+        state = RolloutState(
+            rollout_id=uuid.uuid4().hex[:12], target_version=self.target_version, previous_version="",
+            mode=mode.value, phase=RolloutPhase.PROMOTED, step_index=len(self.strategy.steps) - 1,
+            steps=self.strategy.steps, started=now, step_started=now, new_predictor=new_pred,
+            new_spec_hash=spec_hash(new_pred), promoted_at=now, finished=now,
+            reason=f"first deployment (v{prior.target_version} never became ready: nothing to compare against)",
+            hooks_pending=("promote",),
+        )
+        self._rollout_id = state.rollout_id
+        self._write(body, state, now)
+        log.info("%s: v%s replaces v%s, whose first deployment failed", self.name, self.target_version, prior.target_version)
+        return StepOutcome(state.phase.value, "created", 100, state.reason, next_check_s=0.0)
 
     # --------------------------------------------------------------- progress
 
@@ -696,13 +729,17 @@ class RolloutController:
         waited = now - state.started
         if failed or waited > self.strategy.ready_timeout_s:
             why = status.reason or f"not ready after {waited:.0f}s"
-            return StepOutcome(state.phase.value, "failed", 0, f"v{state.target_version} did not become ready: {why}",
-                               done=True, result="error", next_check_s=0.0)
+            reason = f"v{state.target_version} did not become ready: {why}"
+            # terminal, nothing owed to the registry: the next rollout replaces it as a first deployment
+            failed_state = state.evolve(phase=RolloutPhase.ROLLED_BACK, hooks_pending=(), failed=True, reason=reason,
+                                        finished=now)
+            self._write(obj, failed_state, now, release=True)
+            return StepOutcome(failed_state.phase.value, "failed", 0, reason, done=True, result="error", next_check_s=0.0)
         self._renew_if_needed(obj, now)
         return StepOutcome(state.phase.value, "waiting", 0, f"waiting for v{state.target_version} to become ready",
                            next_check_s=1.0)
 
-    def _run_hooks(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+    def _run_hooks(self, obj: dict, state: RolloutState, now: float, report_done: bool = True) -> StepOutcome:
         pending = self._first_deployment_pending(obj, state, now)
         if pending is not None:
             return pending
@@ -733,8 +770,10 @@ class RolloutController:
         new = state.evolve(hooks_pending=())
         terminal = new.phase.terminal
         self._write(obj, new, now, release=terminal)
-        if terminal:
+        if terminal and report_done:
             return self._finished(new)
+        if terminal:
+            return StepOutcome(new.phase.value, "hooks", new.weight, "registry updated", next_check_s=0.0)
         return StepOutcome(new.phase.value, "hooks", new.weight, "registry updated; baking", next_check_s=0.0)
 
     def _finished(self, state: RolloutState) -> StepOutcome:

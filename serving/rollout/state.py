@@ -77,6 +77,7 @@ class RolloutState:
     hooks_pending: tuple[str, ...] = ()  # "promote", "rollback", "restore_alias"
     intervals: tuple[dict, ...] = ()  # one summary per analysis interval
     baseline: dict | None = None  # last stable RevisionMetrics with traffic (for 100% and bake)
+    failed: bool = False  # terminal without serving: a first deployment that never became ready
 
     @property
     def weight(self) -> int:

@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ import yaml
 from tests.support.cluster_runner import run_compiled_pipeline
 from tests.support.kserve_standin import KIT, REPO, KServeController, podmonitor_scrape_config
 from tests.support.kube_emulator import KubeEmulator
-from tests.support.mlflow_server import run_mlflow_server
+from tests.support.mlflow_server import MlflowServer
 from tests.support.oci_registry import run_registry
 from tests.support.prometheus import run_prometheus
 
@@ -216,8 +217,20 @@ def cluster_box(workdir: str | Path, *, namespace: str = "llmops", mode: str = "
     overlay = "standard" if mode == "Standard" else "serverless"
     podmonitor = yaml.safe_load((KIT / "overlays" / overlay / "podmonitor.yaml").read_text())
     with contextlib.ExitStack() as stack:
+        # mlflow server takes longest to start: it comes up while the rest starts (its port is fixed up front)
+        mlflow = MlflowServer(workdir / "mlflow")
+        mlflow_error: list[BaseException] = []
+
+        def _start_mlflow() -> None:
+            try:
+                mlflow.start()
+            except BaseException as exc:  # re-raised below
+                mlflow_error.append(exc)
+
+        starter = threading.Thread(target=_start_mlflow, daemon=True)
+        starter.start()
+        stack.callback(mlflow.stop)
         registry = stack.enter_context(run_registry(workdir / "registry", auth=REGISTRY_USER))
-        mlflow = stack.enter_context(run_mlflow_server(workdir / "mlflow"))
         kube = stack.enter_context(KubeEmulator(namespace, tls=True, auto_reconcile=False))
         kube.bind_kit_rbac(kit_documents("base"))
         provision(kube, namespace, registry.host, mlflow.uri)
@@ -225,5 +238,8 @@ def cluster_box(workdir: str | Path, *, namespace: str = "llmops", mode: str = "
                                                       server_env={"OMP_NUM_THREADS": "1"}))
         prom = stack.enter_context(run_prometheus(
             [], workdir / "prometheus", scrape_configs=[podmonitor_scrape_config(podmonitor, kserve.targets_file)]))
+        starter.join(180)
+        if mlflow_error or not mlflow.alive():
+            raise RuntimeError(f"mlflow server did not start: {mlflow_error[0] if mlflow_error else 'timeout'}")
         yield ClusterBox(kube=kube, kserve=kserve, registry=registry, mlflow=mlflow, prometheus_url=prom,
                          namespace=namespace, mode=mode, workdir=workdir)

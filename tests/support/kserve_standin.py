@@ -59,6 +59,19 @@ DEFAULT_ANNOTATION_DISALLOWED = (
     "serving.kserve.io/model-format",
 )
 READY_PATH = "/v2/health/ready"
+# replica counts and autoscaling live on the Deployment, not in its pod template (no restart when they change)
+_REPLICA_FIELDS = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling", "name")
+
+
+def _merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """mergo.Merge(dst, src, mergo.WithOverride) on JSON: src's non-empty values win, maps merge, lists replace."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge_override(out[k], v)
+        elif v not in (None, "", [], {}):
+            out[k] = copy.deepcopy(v)
+    return out
 
 
 def _now() -> str:
@@ -175,6 +188,7 @@ class KServeController:
         self.pods: dict[str, Pod] = {}  # pod name -> Pod
         self.revisions: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (ns, isvc) -> Knative revisions
         self.routers: dict[tuple[str, str], dict[str, Any]] = {}
+        self.modes: dict[tuple[str, str], str] = {}
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -228,6 +242,7 @@ class KServeController:
         meta = obj["metadata"]
         mode = (meta.get("annotations") or {}).get(MODE_ANNOTATION, "Serverless")
         with self._lock:
+            self.modes[(meta.get("namespace", "default"), meta["name"])] = mode
             if mode in ("Standard", "RawDeployment"):
                 status = self._reconcile_standard(obj)
             else:
@@ -375,7 +390,106 @@ class KServeController:
         return status
 
     def _reconcile_standard(self, obj: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError("Standard mode is not materialised by this stand-in yet")
+        """Standard (raw Deployment) mode with ``spec.canary[]``.
+
+        components/predictor.go Reconcile: canaries first (reconcileCanaryDeployments), then the stable
+        Deployment named constants.PredictorServiceName(isvc, spec.predictor.name); each canary's predictor
+        is the stable one merged with the canary's (buildCanaryPredictor, mergo.WithOverride) in its own
+        Deployment PredictorServiceName(isvc, canary.predictor.name); Deployments no longer wanted are
+        deleted (the orphan cleanup at the end of reconcileCanaryDeployments).
+        """
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        name, ns = meta["name"], meta.get("namespace", "default")
+        stable_pred = spec.get("predictor") or {}
+
+        def deploy_name(pred: dict[str, Any]) -> str:  # pkg/constants/constants.go PredictorServiceName
+            return f"{name}-{pred['name']}-predictor" if pred.get("name") else f"{name}-predictor"
+
+        wanted: dict[str, dict[str, Any]] = {deploy_name(stable_pred): stable_pred}
+        canaries = []
+        for entry in spec.get("canary") or ():
+            merged = _merge_override(stable_pred, entry.get("predictor") or {})
+            for k in ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling"):  # zeroed for canaries
+                merged.pop(k, None)
+            wanted[deploy_name(entry["predictor"])] = merged
+            canaries.append((entry, deploy_name(entry["predictor"])))
+        deployments = self.revisions.setdefault((ns, name), [])  # Standard: one record per Deployment
+        by_name = {d["name"]: d for d in deployments}
+        for dname, pred in wanted.items():
+            template = self._template(obj, {k: v for k, v in pred.items() if k not in _REPLICA_FIELDS})
+            d = by_name.get(dname)
+            if d is None:
+                d = {"name": dname, "hash": _hash(template), "predictor": copy.deepcopy(template["spec"])}
+                deployments.append(d)
+                by_name[dname] = d
+                self._create_pod(obj, dname, template["spec"], {"app": f"isvc.{dname}"})
+            elif d["hash"] != _hash(template):
+                # a Deployment's RollingUpdate (maxUnavailable 25% of 1 = 0): the new pod first, the old
+                # one serves until it is Ready
+                d.update(hash=_hash(template), predictor=copy.deepcopy(template["spec"]), old_pod=d.get("pod"))
+                self._create_pod(obj, dname, template["spec"], {"app": f"isvc.{dname}"})
+        for d in list(deployments):
+            if d["name"] not in wanted:  # orphan cleanup
+                for pod_name in (d.get("pod"), d.get("old_pod")):
+                    if pod_name in self.pods:
+                        self._kill(self.pods.pop(pod_name))
+                deployments.remove(d)
+        for d in deployments:
+            self._observe(d)
+            old = self.pods.get(d.get("old_pod") or "")
+            if old is not None and d["state"] == "Ready":
+                self._kill(self.pods.pop(old.name))
+                d["old_pod"] = None
+            d["available"] = d["state"] == "Ready" or (old is not None and old.state == "Ready")
+
+        # components/predictor.go reconcileCanaryDeployments: canary status (ready = AvailableReplicas > 0)
+        canary_statuses = [{"name": entry["predictor"]["name"], "ready": by_name[dname]["available"],
+                            "trafficPercent": int(entry.get("trafficPercent", 0))} for entry, dname in canaries]
+        # reconcilers/ingress/httproute_reconciler.go applyCanaryWeights: only ready canaries get weight
+        stable_name = deploy_name(stable_pred)
+        ready_pct = sum(c["trafficPercent"] for c in canary_statuses if c["ready"])
+        traffic = []
+        if by_name[stable_name]["available"] and 100 - ready_pct > 0:
+            traffic.append({"revisionName": stable_name, "percent": 100 - ready_pct, "latestRevision": False})
+        for c, (_, dname) in zip(canary_statuses, canaries):
+            if c["ready"]:
+                traffic.append({"revisionName": dname, "percent": c["trafficPercent"], "latestRevision": True})
+        router_url = self._router(name, ns)
+        self._route(name, ns, traffic)
+
+        # inference_service_status.go PropagateRawStatus: PredictorReady from the Deployment's Available condition
+        stable = by_name[stable_name]
+        if stable["available"]:
+            predictor_cond = _cond("PredictorReady", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+        elif stable["state"] == "Failed":
+            predictor_cond = _cond("PredictorReady", "False", "ProgressDeadlineExceeded", stable.get("reason"))
+        else:
+            predictor_cond = _cond("PredictorReady", "Unknown", "ReplicaSetUpdated",
+                                   f'ReplicaSet of "{stable_name}" is progressing.')
+        conditions = [predictor_cond]
+        if canary_statuses:
+            all_ready = all(c["ready"] for c in canary_statuses)
+            failed = [by_name[d]["reason"] for _, d in canaries if by_name[d]["state"] == "Failed"]
+            conditions.append(_cond("CanaryPredictorReady", "True" if all_ready else "False",
+                                    "AllCanariesReady" if all_ready else "CanariesNotReady",
+                                    None if all_ready else "; ".join(r for r in failed if r) or None))
+        ingress_cond = _cond("IngressReady", "True") if traffic else _cond(
+            "IngressReady", "False", "PredictorIngressNotCreated", "no predictor Deployment is available")
+        conditions.append(ingress_cond)
+        ok = predictor_cond["status"] == "True" and ingress_cond["status"] == "True"  # conditionSet
+        conditions.append(_cond("Ready", "True") if ok else _cond(
+            "Ready", "False", predictor_cond.get("reason"), predictor_cond.get("message")))
+        status: dict[str, Any] = {
+            "components": {"predictor": {"url": router_url, "address": {"url": router_url}}},
+            "conditions": conditions,
+            "deploymentMode": "Standard",
+            "observedGeneration": meta.get("generation", 1),
+            "url": router_url,
+            "address": {"url": router_url},
+        }
+        if canary_statuses:
+            status["canaryStatuses"] = canary_statuses
+        return status
 
     # ------------------------------------------------------------------ pods
 
@@ -386,7 +500,7 @@ class KServeController:
         pod_labels = {**(meta.get("labels") or {}), **labels,
                       # components/predictor.go buildObjectMeta: these two always
                       "serving.kserve.io/inferenceservice": meta["name"], "component": "predictor"}
-        pod = Pod(name=f"{revision}-deployment-{_hash([revision])[:5]}", revision=revision,
+        pod = Pod(name=f"{revision}-deployment-{_hash([revision, time.monotonic_ns()])[:5]}", revision=revision,
                   namespace=meta.get("namespace", "default"), isvc=meta["name"], version=version, labels=pod_labels)
         self.pods[pod.name] = pod
         rev = next(r for r in self.revisions.get((pod.namespace, pod.isvc), []) if r["name"] == revision) \
@@ -496,6 +610,8 @@ class KServeController:
             routed.update(t["revision"] for t in router.get("targets", []))
         with self._lock:
             for (ns, name), revs in self.revisions.items():
+                if self.modes.get((ns, name)) != "Serverless":
+                    continue  # Deployments keep their replicas whatever the route says
                 for rev in revs[:-1]:  # the latest revision always keeps its pod
                     pod = self.pods.get(rev.get("pod", ""))
                     if pod is not None and rev["name"] not in routed and pod.state in ("Ready", "Failed"):

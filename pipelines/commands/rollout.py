@@ -8,6 +8,8 @@ import os
 import socket
 from pathlib import Path
 
+from serving.cluster.names import PREDICTOR_SA
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -42,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--predictor-arg", action="append", default=[], metavar="ARG", help="extra model-server argument, repeatable (e.g. --predictor-arg=--max_batch_size=4)")
     what.add_argument("--cpu", default="2", help="CPU request/limit (default 2)")
     what.add_argument("--memory", default="8Gi", help="memory request/limit (default 8Gi)")
+    what.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu per predictor pod (default 0; needs --node-selector)")
+    what.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                      help="predictor node selector, repeatable (e.g. nvidia.com/gpu.present=true)")
+    what.add_argument("--service-account", default=None,
+                      help=f"predictor ServiceAccount (its imagePullSecrets pull the modelcar; kserve default: {PREDICTOR_SA}; "
+                           "empty string: none)")
 
     plan = p.add_argument_group("plan")
     plan.add_argument("--steps", default="10,25,50,100", help="canary traffic percents, increasing, ending at 100 (default 10,25,50,100)")
@@ -126,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             predictor=PredictorSpec(
                 storage_uri=storage_uri, image=args.image, model_version=args.model_version,
                 args=tuple(args.predictor_arg), cpu=args.cpu, memory=args.memory,
+                service_account=service_account(args), gpus=args.gpus, node_selector=node_selector(args),
             ),
             deployment_mode=DeploymentMode.parse(args.deployment_mode),
         )
@@ -162,6 +171,26 @@ def run(args: argparse.Namespace) -> int:
             load.stop()
     _summary(result, args)
     return result.exit_code
+
+
+def service_account(args: argparse.Namespace) -> str | None:
+    """The predictor's ServiceAccount: --service-account, else the kit's predictor account on a cluster."""
+    if args.service_account is not None:
+        return args.service_account or None
+    return PREDICTOR_SA if args.backend == "kserve" else None
+
+
+def node_selector(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """``--node-selector KEY=VALUE`` pairs."""
+    from pipelines.cli import CliError
+
+    pairs = []
+    for raw in args.node_selector:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise CliError(f"--node-selector {raw!r}: write KEY=VALUE, e.g. nvidia.com/gpu.present=true")
+        pairs.append((key, value))
+    return tuple(pairs)
 
 
 def build_strategy(args: argparse.Namespace):

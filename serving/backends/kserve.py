@@ -121,7 +121,9 @@ class KServeBackend(ServingBackend):
             raise BackendError(f"{what}: API server answered {exc.status}: {message}") from exc
         except Exception as exc:  # urllib3 connection errors, timeouts
             if _is_transport_error(exc):
-                host = getattr(self.api_client.configuration, "host", "?")
+                from serving.urls import mask_credentials
+
+                host = mask_credentials(getattr(self.api_client.configuration, "host", "?"))
                 raise BackendUnavailable(f"{what}: cannot reach the Kubernetes API at {host}: {exc}; {_FIX}") from exc
             raise
 

@@ -27,6 +27,7 @@ import httpx
 
 from serving.metrics.base import Histogram, MetricsProvider, MetricsTarget, MetricsUnavailable, RevisionMetrics
 from serving.metrics.scrape import GENERATED, LATENCY, REQUESTS, TTFT, is_server_error
+from serving.urls import mask_credentials
 
 
 def _quote(value: str) -> str:
@@ -59,7 +60,7 @@ class PrometheusProvider(MetricsProvider):
             client: an httpx client to reuse; one is made when omitted.
         """
         if not url or not url.startswith(("http://", "https://")):
-            raise ValueError(f"prometheus url must start with http:// or https://, got {url!r}")
+            raise ValueError(f"prometheus url must start with http:// or https://, got {mask_credentials(repr(url))}")
         self.url = url.rstrip("/")
         self._timeout = httpx.Timeout(timeout_s)
         self._client = client or httpx.Client(timeout=self._timeout, headers=headers or {})
@@ -72,10 +73,11 @@ class PrometheusProvider(MetricsProvider):
                 answer that is not a vector.
         """
         endpoint = f"{self.url}/api/v1/query"
+        shown = mask_credentials(endpoint)
         try:
             resp = self._client.post(endpoint, data={"query": promql, "time": f"{at:.3f}"}, timeout=self._timeout)
         except httpx.HTTPError as exc:
-            raise MetricsUnavailable(f"cannot reach Prometheus at {endpoint}: {type(exc).__name__}: {exc}") from exc
+            raise MetricsUnavailable(f"cannot reach Prometheus at {shown}: {type(exc).__name__}: {mask_credentials(exc)}") from exc
         try:
             body = resp.json()
         except ValueError:
@@ -83,7 +85,7 @@ class PrometheusProvider(MetricsProvider):
         if resp.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else resp.text[:200]
             raise MetricsUnavailable(
-                f"Prometheus at {endpoint} answered HTTP {resp.status_code} for {promql!r}: {detail}"
+                f"Prometheus at {shown} answered HTTP {resp.status_code} for {promql!r}: {detail}"
             )
         data = body.get("data") or {}
         if data.get("resultType") != "vector":

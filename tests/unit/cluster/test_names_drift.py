@@ -160,3 +160,17 @@ def test_kit_uses_the_runtime_image_the_pull_secret_and_the_accounts():
     sas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
     assert set(sas) == {names.PIPELINE_SA, names.ROLLOUT_SA, names.PREDICTOR_SA}
     assert sas[names.PREDICTOR_SA]["imagePullSecrets"] == [{"name": names.REGISTRY_PULL_SECRET}]
+
+
+def test_kit_keeps_the_rollout_annotations_out_of_knative_revisions():
+    import json
+
+    from serving.cluster.render import KSERVE_CONFIG_PATCH, render_kserve_config_patch
+
+    path = ROOT / "serving" / "cluster" / KSERVE_CONFIG_PATCH
+    (doc,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert doc == render_kserve_config_patch(), "run `python -m serving.cluster.render --write-kustomize`"
+    value = json.loads(doc["data"]["inferenceService"])
+    assert value["serviceAnnotationDisallowedList"] == list(names.ROLLOUT_ANNOTATIONS)
+    assert "resource" in value  # KServe's default survives the merge patch
+    assert f"--patch-file serving/cluster/{KSERVE_CONFIG_PATCH}" in DOCS

@@ -10,6 +10,7 @@ command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)  # modelcar test base image
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)  # cluster-in-a-box: per-task mount namespaces
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "[setup] apt-get install ${need_apt[*]}"

@@ -121,7 +121,7 @@ class ClusterBox:
             try:
                 outputs, pods = run_compiled_pipeline(
                     COMPILED, args, self.kube, work, service_account=PIPELINE_SA, namespace=self.namespace,
-                    extra_env=env, raise_on_error=True, cache_root=self.workdir / "kfp-cache")
+                    extra_env=env, raise_on_error=True)
             except RuntimeError as exc:
                 self.timings[f"run{self.runs}"] = time.monotonic() - start
                 raise PipelineFailed(f"{exc}\n--- pipeline log (tail) ---\n{buf.text()[-6000:]}") from None

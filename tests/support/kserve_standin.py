@@ -63,6 +63,22 @@ READY_PATH = "/v2/health/ready"
 _REPLICA_FIELDS = ("minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "autoScaling", "name")
 
 
+def _living_ready(dependents: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ready of KServe's conditionSet (inference_service_status.go: NewLivingConditionSet(PredictorReady,
+    IngressReady)): knative.dev/pkg's living condition set makes Ready False as soon as one dependent is False
+    (with its reason and message), else Unknown while one is Unknown, else True."""
+    for status in ("False", "Unknown"):
+        bad = next((c for c in dependents if c["status"] == status), None)
+        if bad is not None:
+            return _cond("Ready", status, bad.get("reason"), bad.get("message"))
+    return _cond("Ready", "True")
+
+
+def _model_version(predictor: dict[str, Any]) -> str:
+    model = predictor.get("model") or {}
+    return next((str(e.get("value")) for e in model.get("env") or () if e.get("name") == "LLMOPS_MODEL_VERSION"), "")
+
+
 def _merge_override(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """mergo.Merge(dst, src, mergo.WithOverride) on JSON: src's non-empty values win, maps merge, lists replace."""
     out = copy.deepcopy(base)
@@ -229,6 +245,19 @@ class KServeController:
         with self._lock:
             return [p for p in self.pods.values() if p.isvc == name and p.namespace == namespace]
 
+    def routes(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        """The routing table in force (Knative Route / Gateway API HTTPRoute): revision, percent, tag, url."""
+        with self._lock:
+            return copy.deepcopy((self.routers.get((namespace, name)) or {}).get("targets", []))
+
+    def revision_version(self, name: str, namespace: str, revision: str) -> str | None:
+        """LLMOPS_MODEL_VERSION of a revision (Serverless) or Deployment (Standard), pods or not."""
+        with self._lock:
+            for rev in self.revisions.get((namespace, name), []):
+                if rev["name"] == revision:
+                    return _model_version(rev["predictor"])
+        return None
+
     def pod_log(self, pod_name: str) -> str:
         pod = self.pods.get(pod_name)
         if pod is None or pod.log_path is None or not pod.log_path.exists():
@@ -362,11 +391,7 @@ class KServeController:
         # (inference_service_status.go) makes Ready = PredictorReady && IngressReady
         ingress_cond = _cond("IngressReady", "True") if traffic else _cond(
             "IngressReady", "False", "PredictorIngressNotCreated", "the predictor has no ready route")
-        all_ready = predictor_cond["status"] == "True" and ingress_cond["status"] == "True"
-        ready_cond = _cond("Ready", "True") if all_ready else _cond(
-            "Ready", "False" if predictor_cond["status"] == "False" else "Unknown",
-            predictor_cond.get("reason") or ingress_cond.get("reason"),
-            predictor_cond.get("message") or ingress_cond.get("message"))
+        ready_cond = _living_ready([predictor_cond, ingress_cond])
 
         pstatus: dict[str, Any] = {"latestCreatedRevision": latest_created["name"], "traffic": traffic}
         if latest_ready:
@@ -473,12 +498,12 @@ class KServeController:
             conditions.append(_cond("CanaryPredictorReady", "True" if all_ready else "False",
                                     "AllCanariesReady" if all_ready else "CanariesNotReady",
                                     None if all_ready else "; ".join(r for r in failed if r) or None))
-        ingress_cond = _cond("IngressReady", "True") if traffic else _cond(
-            "IngressReady", "False", "PredictorIngressNotCreated", "no predictor Deployment is available")
+        # reconcilers/ingress/httproute_reconciler.go Reconcile: IngressReady False ("Predictor ingress not
+        # created") whenever PredictorReady is not True, Unknown included (unlike the Knative ingress reconciler)
+        ingress_cond = _cond("IngressReady", "True") if predictor_cond["status"] == "True" and traffic else _cond(
+            "IngressReady", "False", "Predictor ingress not created")
         conditions.append(ingress_cond)
-        ok = predictor_cond["status"] == "True" and ingress_cond["status"] == "True"  # conditionSet
-        conditions.append(_cond("Ready", "True") if ok else _cond(
-            "Ready", "False", predictor_cond.get("reason"), predictor_cond.get("message")))
+        conditions.append(_living_ready([predictor_cond, ingress_cond]))
         status: dict[str, Any] = {
             "components": {"predictor": {"url": router_url, "address": {"url": router_url}}},
             "conditions": conditions,
@@ -496,7 +521,7 @@ class KServeController:
     def _create_pod(self, obj: dict[str, Any], revision: str, predictor: dict[str, Any], labels: dict[str, str]) -> None:
         meta = obj["metadata"]
         model = predictor.get("model") or {}
-        version = next((str(e.get("value")) for e in model.get("env") or () if e.get("name") == "LLMOPS_MODEL_VERSION"), "")
+        version = _model_version(predictor)
         pod_labels = {**(meta.get("labels") or {}), **labels,
                       # components/predictor.go buildObjectMeta: these two always
                       "serving.kserve.io/inferenceservice": meta["name"], "component": "predictor"}

@@ -74,7 +74,7 @@ def test_empty_window_is_no_traffic_not_an_error(prometheus):
 
 def test_canary_analysed_through_prometheus_is_promoted(prometheus):
     backend, hooks = FakeKServeBackend(), RecordingHooks()
-    plan = strategy(steps=(50, 100), interval_s=3.0, analysis_policy=AnalysisPolicy(min_requests=10))
+    plan = strategy(steps=(50, 100), interval_s=2.0, analysis_policy=AnalysisPolicy(min_requests=10))
     provider = PrometheusProvider(prometheus)
     _drive(RolloutController(backend, service("1"), plan, provider, hooks=hooks, holder="t"))
     controller = RolloutController(backend, service("2"), plan, provider, hooks=hooks, holder="t")

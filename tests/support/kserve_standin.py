@@ -387,10 +387,13 @@ class KServeController:
         else:
             bad = config_cond if config_cond["status"] != "True" else route_cond
             predictor_cond = _cond("PredictorReady", bad["status"], bad.get("reason"), bad.get("message"))
-        # reconcilers/ingress: IngressReady once the predictor's route is ready; conditionSet
-        # (inference_service_status.go) makes Ready = PredictorReady && IngressReady
-        ingress_cond = _cond("IngressReady", "True") if traffic else _cond(
-            "IngressReady", "False", "PredictorIngressNotCreated", "the predictor has no ready route")
+        # reconcilers/ingress/ingress_reconciler.go Reconcile: while PredictorReady is not True, IngressReady
+        # takes its status (Unknown while the predictor is Unknown, else False)
+        if predictor_cond["status"] == "True" and traffic:
+            ingress_cond = _cond("IngressReady", "True")
+        else:
+            ingress_cond = _cond("IngressReady", "Unknown" if predictor_cond["status"] == "Unknown" else "False",
+                                 "Predictor ingress not created")
         ready_cond = _living_ready([predictor_cond, ingress_cond])
 
         pstatus: dict[str, Any] = {"latestCreatedRevision": latest_created["name"], "traffic": traffic}

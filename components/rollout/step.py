@@ -137,7 +137,7 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
     report_dir = work / "report"
     try:
         predictor = PredictorSpec(
-            storage_uri=config.storage_uri if config.backend == "kserve" else config.image_ref,
+            storage_uri=config.storage_uri,
             model_version=config.model_version, args=tuple(shlex.split(config.serving_args)),
             cpu=config.cpu, memory=config.memory, gpus=config.gpus, node_selector=config.node_selector_pairs(),
             service_account=(config.service_account or None) if config.backend == "kserve" else None,

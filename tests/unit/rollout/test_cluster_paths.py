@@ -57,3 +57,15 @@ def test_prometheus_errors_mask_credentials_in_the_url():
     with pytest.raises(MetricsUnavailable) as err:
         provider.collect(MetricsTarget(model_name="llm", model_version="1"), 0.0, 10.0)
     assert "hunter2" not in str(err.value) and "http://***@127.0.0.1" in str(err.value)
+
+
+@pytest.mark.parametrize("backend", ["kserve", "local"])
+def test_rollout_step_serves_the_pushed_image_as_a_modelcar_on_either_backend(backend):
+    from components.rollout.step import RolloutStepConfig
+
+    ref = "127.0.0.1:5000/llmops/llm@sha256:" + "cd" * 32
+    cfg = RolloutStepConfig(image_ref=ref, model_name="llm", model_version="1", backend=backend,
+                            metrics_provider="prometheus" if backend == "kserve" else "scrape")
+    cfg.validate()
+    assert cfg.storage_uri == "oci://" + ref
+    assert RolloutStepConfig(image_ref="oci-layout:/x@sha256:" + "cd" * 32, model_name="llm", model_version="1").storage_uri.startswith("oci-layout:")

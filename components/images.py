@@ -1,11 +1,16 @@
 """Container images the pipeline components run in.
 
-``BASE_IMAGE`` is built from ``components/Dockerfile`` by the CI workflow in
-``ci/`` (it holds this package and its dependencies, so components install
-nothing at run time). Point it at your registry by editing this constant or by
-pushing the image under this name.
+``BASE_IMAGE`` is the image CI builds from ``components/Dockerfile`` and pushes as
+``<registry>/llmops-components:<version>`` (and ``:<commit sha>``); the names come
+from :mod:`serving.cluster.names`. It holds llmops and every dependency, kfp
+included, so a step installs nothing when it starts (air-gapped clusters work):
+``COMPONENT_OPTIONS`` turns off KFP's ``pip install kfp`` preamble.
 """
 
-BASE_IMAGE = "ghcr.io/llmops/llmops-components:0.1.0"
+from serving.cluster.names import COMPONENTS_IMAGE
+
+BASE_IMAGE = COMPONENTS_IMAGE
 # Components run in BASE_IMAGE, which already holds llmops: nothing to pip install.
 PACKAGES: list[str] = []
+# Keyword arguments of every @dsl.component: no pip install at step start.
+COMPONENT_OPTIONS = {"base_image": BASE_IMAGE, "packages_to_install": PACKAGES, "install_kfp_package": False}

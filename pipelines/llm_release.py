@@ -19,19 +19,27 @@ from components.import_model.component import import_model
 from components.register.component import register
 from components.rollout.component import rollout
 
+from serving.cluster import names
+
 PIPELINE_NAME = "llm-release"
-MLFLOW_SECRET = "llmops-mlflow"  # keys: MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN
-REGISTRY_SECRET = "llmops-registry"  # a docker config.json for pushing images (key: config.json)
-HF_SECRET = "llmops-hf"  # key: HF_TOKEN, for gated hf:// models
+MLFLOW_SECRET = names.MLFLOW_SECRET
+REGISTRY_PUSH_SECRET = names.REGISTRY_PUSH_SECRET
+HF_SECRET = names.HF_SECRET
 
 
 def _mlflow_env(task: dsl.PipelineTask) -> None:
+    """The MLflow Secret as environment variables: the URI is required (a missing Secret stops the pod,
+    as kubelet does), the credentials optional."""
+    kubernetes.use_secret_as_env(task, secret_name=MLFLOW_SECRET, secret_key_to_env={names.MLFLOW_URI_KEY: names.MLFLOW_URI_KEY})
     kubernetes.use_secret_as_env(
-        task,
-        secret_name=MLFLOW_SECRET,
-        secret_key_to_env={"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN": "MLFLOW_TRACKING_TOKEN"},
-        optional=True,
+        task, secret_name=MLFLOW_SECRET, secret_key_to_env={k: k for k in names.MLFLOW_CREDENTIAL_KEYS}, optional=True,
     )
+
+
+def _registry_push(task: dsl.PipelineTask) -> None:
+    """The push credentials (a Docker config) as a volume, and DOCKER_CONFIG pointing at it."""
+    kubernetes.use_secret_as_volume(task, secret_name=REGISTRY_PUSH_SECRET, mount_path=names.DOCKER_CONFIG_DIR, optional=True)
+    task.set_env_variable(names.DOCKER_CONFIG_ENV, names.DOCKER_CONFIG_DIR)
 
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Release an LLM version: import, fine-tune, evaluate against the champion, register in MLflow, package as an OCI modelcar, canary on KServe with automatic rollback.")
@@ -55,7 +63,16 @@ def llm_release(
     image_base: str = "docker.io/library/busybox:1.36",
     image_insecure: bool = False,
     serving_backend: str = "kserve",
-    namespace: str = "llmops",
+    namespace: str = names.DEFAULT_NAMESPACE,
+    deployment_mode: str = "Serverless",
+    metrics_provider: str = "prometheus",
+    prometheus_url: str = names.DEFAULT_PROMETHEUS_URL,
+    predictor_service_account: str = names.PREDICTOR_SA,
+    serving_cpu: str = "2",
+    serving_memory: str = "8Gi",
+    serving_gpus: int = 0,
+    serving_node_selector: str = "",
+    finetune_gpus: int = 0,
     serving_state_dir: str = "",
     traffic_steps: str = "10,25,50,100",
     analysis_interval_s: float = 60.0,
@@ -82,12 +99,21 @@ def llm_release(
         max_accuracy_drop_points: Gate: exact match may fall at most this many points below the champion.
         max_perplexity_rise_pct: Gate: answer perplexity may rise at most this many percent above the champion.
         min_accuracy: Gate: exact match (percent) every candidate needs, first release included.
-        tracking_uri: MLflow tracking URI; empty uses MLFLOW_TRACKING_URI from the llmops-mlflow secret.
+        tracking_uri: MLflow tracking URI; empty uses MLFLOW_TRACKING_URI from the llmops-mlflow secret (required on a cluster).
         image_repository: Where the modelcar image is pushed (registry/repo), or oci-layout:/path.
         image_base: Base image of the modelcar (needs ln and sleep); empty builds from scratch.
         image_insecure: Push over plain HTTP (local registries only).
         serving_backend: kserve (the cluster's KServe) or local (one machine).
         namespace: Kubernetes namespace of the InferenceService.
+        deployment_mode: KServe deployment mode when the InferenceService is created: Serverless (Knative) or Standard.
+        metrics_provider: Canary metrics: prometheus (cluster) or scrape (local backend only).
+        prometheus_url: Prometheus that scrapes the predictor pods (prometheus-operator's prometheus-operated Service).
+        predictor_service_account: ServiceAccount of the predictor pods (its imagePullSecrets pull the modelcar).
+        serving_cpu: Predictor CPU request and limit.
+        serving_memory: Predictor memory request and limit.
+        serving_gpus: Predictor nvidia.com/gpu (needs serving_node_selector).
+        serving_node_selector: Predictor node selector, key=value[,key=value].
+        finetune_gpus: nvidia.com/gpu for the fine-tune step (0 = none; needs a CUDA build of the components image).
         serving_state_dir: Local backend only: its state folder.
         traffic_steps: Canary traffic percentages, increasing, ending at 100.
         analysis_interval_s: Seconds of traffic judged per analysis interval.
@@ -99,8 +125,8 @@ def llm_release(
     """
     data = prepare_dataset(source=dataset).set_display_name("dataset")
     imported = import_model(source=base_model, mlflow_tracking_uri=tracking_uri).set_display_name("import")
-    _mlflow_env(imported)
-    kubernetes.use_secret_as_env(imported, secret_name=HF_SECRET, secret_key_to_env={"HF_TOKEN": "HF_TOKEN"}, optional=True)
+    _mlflow_env(imported)  # models:/ sources read the registry
+    kubernetes.use_secret_as_env(imported, secret_name=HF_SECRET, secret_key_to_env={names.HF_TOKEN_KEY: names.HF_TOKEN_KEY}, optional=True)
 
     tuned = finetune_op(
         base_model=imported.outputs["model"],
@@ -112,7 +138,8 @@ def llm_release(
         trainjob_json=finetune_trainjob,
         config_json=f'{{"learning_rate": {learning_rate}, "batch_size": {batch_size}, "seed": {seed}}}',
     ).set_display_name("fine-tune")
-    tuned.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1)
+    # only as many GPUs as the finetune_gpus parameter asks (default 0: the CPU image runs it)
+    tuned.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(finetune_gpus)
     candidate = tuned.outputs["tuned_model"]
 
     champion = champion_metrics(model_name=model_name, tracking_uri=tracking_uri).set_display_name("champion")
@@ -153,7 +180,7 @@ def llm_release(
         ).set_display_name("build image")
         image.set_caching_options(False)
         _mlflow_env(image)
-        kubernetes.use_secret_as_volume(image, secret_name=REGISTRY_SECRET, mount_path="/var/run/llmops/docker", optional=True)
+        _registry_push(image)
         kubernetes.set_image_pull_policy(image, "IfNotPresent")
         released = rollout(
             image_ref=image.output,
@@ -161,7 +188,15 @@ def llm_release(
             model_version=registered.output,
             backend=serving_backend,
             namespace=namespace,
+            deployment_mode=deployment_mode,
             state_dir=serving_state_dir,
+            metrics_provider=metrics_provider,
+            prometheus_url=prometheus_url,
+            service_account=predictor_service_account,
+            cpu=serving_cpu,
+            memory=serving_memory,
+            gpus=serving_gpus,
+            node_selector=serving_node_selector,
             traffic_steps=traffic_steps,
             analysis_interval_s=analysis_interval_s,
             min_requests=min_requests,

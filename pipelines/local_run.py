@@ -162,6 +162,7 @@ def run_release(
                 image_base="",
                 image_insecure=insecure,
                 serving_backend="local",
+                metrics_provider="scrape",
                 namespace="default",
                 serving_state_dir=str(paths["serving"]),
                 load_rps=load_rps,

@@ -124,13 +124,21 @@ def service_spec(
     cpu: str = "2",
     memory: str = "8Gi",
     predictor_args: tuple[str, ...] = (),
+    service_account: str | None = None,
+    gpus: int = 0,
+    node_selector: tuple[tuple[str, str], ...] = (),
 ) -> ServiceSpec:
-    """The InferenceService that serves ``target`` (validated)."""
+    """The InferenceService that serves ``target`` (validated).
+
+    ``service_account`` becomes ``spec.predictor.serviceAccountName`` (its imagePullSecrets
+    pull a private modelcar); ``gpus`` needs ``node_selector`` pairs naming GPU nodes.
+    """
     spec = ServiceSpec(
         name=name,
         namespace=namespace,
         predictor=PredictorSpec(
             storage_uri=target.storage_uri, model_version=target.version, args=tuple(predictor_args), cpu=cpu, memory=memory,
+            service_account=service_account or None, gpus=gpus, node_selector=tuple(node_selector),
         ),
         deployment_mode=DeploymentMode.parse(deployment_mode),
     )
@@ -188,7 +196,7 @@ def plan_change(backend: ServingBackend, spec: ServiceSpec, strategy: RolloutStr
         after["spec"]["predictor"] = render_isvc(spec, canary_traffic_percent=weight)["spec"]["predictor"]
     else:
         after["spec"]["predictor"] = strip_canary(after["spec"].get("predictor") or {})
-        after["spec"]["canary"] = [canary_entry(render_predictor(spec.predictor), weight)]
+        after["spec"]["canary"] = [canary_entry(render_predictor(spec.predictor), weight, after["spec"]["predictor"])]
     where = f"inferenceservice/{spec.namespace}/{spec.name}"
     diff = "".join(difflib.unified_diff(
         _dump(before).splitlines(keepends=True), _dump(after).splitlines(keepends=True),

@@ -11,6 +11,7 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
 [ -x /bin/busybox ] || need_apt+=(busybox-static)  # modelcar test base image
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # renders the release report in its test
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)  # cluster-in-a-box: per-task mount namespaces
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "[setup] apt-get install ${need_apt[*]}"

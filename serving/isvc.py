@@ -6,9 +6,8 @@ Errors::
     ├── IsvcSpecError        a setting is impossible (the field is named)
     └── IsvcSchemaError      the rendered object fails the CRD's openAPIV3Schema
 
-The schema is ``inferenceservices.crd.yaml`` from KServe (see ``shared/kserve``);
-:func:`crd_path` finds it through ``LLMOPS_KSERVE_CRD``, the shared folder beside
-the repository, or the copy shipped in ``serving/cluster/crds``.
+The schema is ``inferenceservices.crd.yaml`` from KServe, shipped in
+``serving/cluster/crds`` (:func:`crd_path`; ``LLMOPS_KSERVE_CRD`` names another file).
 """
 
 from __future__ import annotations
@@ -401,22 +400,17 @@ def render_standard_canary(spec: ServiceSpec, canary: PredictorSpec, traffic_per
 
 
 def crd_path() -> Path:
-    """Locate KServe's InferenceService CRD file."""
-    candidates = []
-    if os.environ.get("LLMOPS_KSERVE_CRD"):
-        candidates.append(Path(os.environ["LLMOPS_KSERVE_CRD"]))
-    repo = Path(__file__).resolve().parent.parent
-    candidates += [
-        repo.parent / "shared" / "kserve" / "inferenceservices.crd.yaml",
-        repo / "serving" / "cluster" / "crds" / "inferenceservices.crd.yaml",
-    ]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(
-        "KServe's InferenceService CRD was not found; set LLMOPS_KSERVE_CRD to "
-        "inferenceservices.crd.yaml (tried: " + ", ".join(str(c) for c in candidates) + ")"
-    )
+    """KServe's InferenceService CRD: ``$LLMOPS_KSERVE_CRD`` when set, else the copy packaged with llmops.
+
+    Nothing outside the installed package is probed (a pod has no checkout beside it).
+    """
+    explicit = os.environ.get("LLMOPS_KSERVE_CRD")
+    path = Path(explicit) if explicit else Path(__file__).resolve().parent / "cluster" / "crds" / "inferenceservices.crd.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"KServe's InferenceService CRD was not found at {path}; set LLMOPS_KSERVE_CRD to inferenceservices.crd.yaml"
+        )
+    return path
 
 
 @functools.lru_cache(maxsize=1)

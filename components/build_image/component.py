@@ -3,13 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-try:
-    from components.images import BASE_IMAGE
-except ImportError:  # components/images.py not present: the image built from components/Dockerfile
-    BASE_IMAGE = "ghcr.io/llmops/llmops-components:0.1.0"
+from components.images import COMPONENT_OPTIONS
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**COMPONENT_OPTIONS)
 def build_image_op(
     model: Input[Model],
     target: str,
@@ -29,7 +26,10 @@ def build_image_op(
     Returns the pinned reference ``repo@sha256:...``.
     """
     from components.build_image import build_image
+    from components.tracking import step_tracking_uri
 
+    if model_name and model_version:
+        tracking_uri = step_tracking_uri(tracking_uri) or ""  # fail before pushing, not after
     result = build_image(
         model.path, target, mode=mode, base=base or None, builder=builder, insecure=insecure, tag=tag or None,
         model_name=model_name or None, model_version=model_version or None, source_revision=source_revision or None,
@@ -41,7 +41,7 @@ def build_image_op(
     return result.reference
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**COMPONENT_OPTIONS)
 def kaniko_context_op(
     model: Input[Model], target: str, context: Output[Artifact], base: str = "", mode: str = "modelcar",
     model_name: str = "", model_version: str = "",

@@ -3,17 +3,19 @@
 from kfp import dsl
 from kfp.dsl import Input, Markdown
 
-from components.images import BASE_IMAGE, PACKAGES
+from components.images import COMPONENT_OPTIONS
 
 
-@dsl.component(base_image=BASE_IMAGE, packages_to_install=PACKAGES)
+@dsl.component(**COMPONENT_OPTIONS)
 def champion_metrics(model_name: str, tracking_uri: str = "") -> str:
     """The current champion's recorded metrics as JSON text, or "" before the first release."""
     import json
 
+    from components.tracking import step_tracking_uri
     from model_registry import get_champion
     from model_registry.errors import ModelNotFound
 
+    tracking_uri = step_tracking_uri(tracking_uri) or ""
     try:
         champion = get_champion(model_name, tracking_uri=tracking_uri or None)
     except ModelNotFound:
@@ -25,7 +27,7 @@ def champion_metrics(model_name: str, tracking_uri: str = "") -> str:
     return json.dumps({**champion.metrics, "version": champion.version})
 
 
-@dsl.component(base_image=BASE_IMAGE, packages_to_install=PACKAGES)
+@dsl.component(**COMPONENT_OPTIONS)
 def gate_failed(report: Input[Markdown]) -> None:
     """Stop the release: the candidate did not pass the gate (reasons from the evaluation report)."""
     from pathlib import Path

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.images import BASE_IMAGE, PACKAGES
+from components.images import COMPONENT_OPTIONS
 
 
-@dsl.component(base_image=BASE_IMAGE, packages_to_install=PACKAGES)
+@dsl.component(**COMPONENT_OPTIONS)
 def prepare_dataset(source: str, train: Output[Dataset], eval_data: Output[Dataset]) -> str:
     """Materialise ``source`` (bootstrap://tasks, folder, s3://, gs://) as train/eval JSONL; returns the train sha256."""
     import shutil

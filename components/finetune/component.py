@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
-from components.images import BASE_IMAGE, PACKAGES
+from components.images import COMPONENT_OPTIONS
 
 
-@dsl.component(base_image=BASE_IMAGE, packages_to_install=PACKAGES)
+@dsl.component(**COMPONENT_OPTIONS)
 def finetune(
     base_model: Input[Model],
     train_data: Input[Dataset],

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from components.images import BASE_IMAGE, PACKAGES
+from components.images import COMPONENT_OPTIONS
 
 
-@dsl.component(base_image=BASE_IMAGE, packages_to_install=PACKAGES)
+@dsl.component(**COMPONENT_OPTIONS)
 def import_model(
     source: str,
     model: Output[Model],

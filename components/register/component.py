@@ -7,13 +7,10 @@ the gate's verdict decides whether the new version also gets alias ``challenger`
 from kfp import dsl
 from kfp.dsl import Input, Metrics, Model
 
-try:
-    from components.images import BASE_IMAGE
-except ImportError:  # components/images.py not present
-    BASE_IMAGE = "ghcr.io/llmops/llmops-components:0.1.0"
+from components.images import COMPONENT_OPTIONS
 
 
-@dsl.component(base_image=BASE_IMAGE)
+@dsl.component(**COMPONENT_OPTIONS)
 def register(
     model: Input[Model],
     metrics: Input[Metrics],
@@ -34,7 +31,10 @@ def register(
     """
     import json
 
+    from components.tracking import step_tracking_uri
     from model_registry import register_model, set_challenger
+
+    tracking_uri = step_tracking_uri(tracking_uri) or ""
 
     numbers = {k: v for k, v in (metrics.metadata or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     lineage = {**json.loads(lineage_json or "{}"), "gate_verdict": "passed" if gate_passed else "failed"}

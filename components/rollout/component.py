@@ -1,12 +1,12 @@
-"""KFP component of the rollout step: runs ``llmops rollout`` (the same code path as the CLI)."""
+"""KFP component of the rollout step: calls :func:`components.rollout.step.run_rollout_step` and nothing else."""
 
 from kfp import dsl
 from kfp.dsl import Markdown, Metrics, Output
 
-from components.images import BASE_IMAGE, PACKAGES
+from components.images import COMPONENT_OPTIONS
 
 
-@dsl.component(base_image=BASE_IMAGE, packages_to_install=PACKAGES)
+@dsl.component(**COMPONENT_OPTIONS)
 def rollout(
     image_ref: str,
     model_name: str,
@@ -14,8 +14,11 @@ def rollout(
     report: Output[Markdown],
     metrics: Output[Metrics],
     backend: str = "kserve",
-    namespace: str = "default",
+    namespace: str = "llmops",
+    deployment_mode: str = "Serverless",
     state_dir: str = "",
+    metrics_provider: str = "prometheus",
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090",
     traffic_steps: str = "10,25,50,100",
     analysis_interval_s: float = 60.0,
     min_requests: int = 50,
@@ -23,6 +26,11 @@ def rollout(
     max_error_rate: float = 0.05,
     load_rps: float = 0.0,
     serving_args: str = "",
+    service_account: str = "llmops-predictor",
+    cpu: str = "2",
+    memory: str = "8Gi",
+    gpus: int = 0,
+    node_selector: str = "",
     tracking_uri: str = "",
     timeout_s: float = 3600.0,
 ) -> str:
@@ -31,39 +39,24 @@ def rollout(
     Promotion moves MLflow's ``champion`` alias; a rollback records its reason on the version.
     """
     import json
-    import shlex
-    import shutil
-    import tempfile
     from pathlib import Path
 
-    from pipelines.cli import main as llmops
+    from components.rollout.step import RolloutStepConfig, run_rollout_step, summary_json
 
-    work = Path(tempfile.mkdtemp(prefix="llmops-rollout-"))
-    policy = work / "policy.json"
-    policy.write_text(json.dumps({"max_latency_ratio": max_latency_ratio, "max_error_rate": max_error_rate,
-                                  "min_requests": min_requests}))
-    storage_uri = image_ref if image_ref.startswith(("oci://", "oci-layout:")) else "oci://" + image_ref
-    argv = ["rollout", "--backend", backend, "--name", model_name, "--namespace", namespace,
-            "--storage-uri", storage_uri, "--model-version", model_version, "--steps", traffic_steps,
-            "--interval", str(analysis_interval_s), "--min-requests", str(min_requests), "--policy", str(policy),
-            "--registry-model", model_name, "--report-dir", str(work / "report"), "--timeout", str(timeout_s)]
-    if state_dir:
-        argv += ["--state-dir", state_dir]
-    if tracking_uri:
-        argv += ["--tracking-uri", tracking_uri]
-    if load_rps > 0:
-        argv += ["--load-rps", str(load_rps)]
-    for arg in shlex.split(serving_args):
-        argv.append(f"--predictor-arg={arg}")
-    code = llmops(argv)
-    md = work / "report" / "rollout.md"
-    if md.exists():
-        shutil.copyfile(md, report.path)
-    else:
-        Path(report.path).write_text(f"# Rollout\n\nno report was written (exit code {code})\n")
-    outcome = {0: "promoted", 1: "rolled_back"}.get(code)
-    if outcome is None:
-        raise SystemExit(f"rollout of {model_name} v{model_version} failed with exit code {code}; see the log above")
-    metrics.log_metric("promoted", 1.0 if outcome == "promoted" else 0.0)
+    result = run_rollout_step(RolloutStepConfig(
+        image_ref=image_ref, model_name=model_name, model_version=model_version, backend=backend,
+        namespace=namespace, deployment_mode=deployment_mode, state_dir=state_dir, metrics_provider=metrics_provider,
+        prometheus_url=prometheus_url, traffic_steps=traffic_steps, analysis_interval_s=analysis_interval_s,
+        min_requests=min_requests, max_latency_ratio=max_latency_ratio, max_error_rate=max_error_rate,
+        load_rps=load_rps, serving_args=serving_args, service_account=service_account, cpu=cpu, memory=memory,
+        gpus=gpus, node_selector=node_selector, tracking_uri=tracking_uri, timeout_s=timeout_s,
+    ))
+    print(summary_json(result))
+    Path(report.path).write_text(result.report_markdown)
+    if result.outcome not in ("promoted", "rolled_back"):
+        raise SystemExit(f"rollout of {model_name} v{model_version} failed: {result.reason}")
+    metrics.log_metric("promoted", 1.0 if result.outcome == "promoted" else 0.0)
+    if result.report_uri:
+        report.metadata["mlflow_report"] = result.report_uri
     Path(metrics.path).write_text(json.dumps(metrics.metadata))
-    return outcome
+    return result.outcome

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines import promote as lib
     from pipelines.cli import CliError
     from pipelines.commands.rollout import (
-        build_backend, build_metrics, build_quality, build_strategy, default_holder, golden_prompts, start_load,
+        build_backend, build_metrics, build_quality, build_strategy, default_holder, golden_prompts, node_selector,
+        service_account, start_load,
     )
     from serving.backends.base import BackendError
     from serving.isvc import IsvcError
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         spec = lib.service_spec(
             target, ns.name, ns.namespace, deployment_mode=ns.deployment_mode, cpu=ns.cpu, memory=ns.memory,
-            predictor_args=tuple(ns.predictor_arg),
+            predictor_args=tuple(ns.predictor_arg), service_account=service_account(ns), gpus=ns.gpus,
+            node_selector=node_selector(ns),
         )
     except (IsvcError, ValueError) as exc:
         raise CliError(str(exc)) from exc

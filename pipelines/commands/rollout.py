@@ -8,6 +8,8 @@ import os
 import socket
 from pathlib import Path
 
+from serving.cluster.names import PREDICTOR_SA
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--state-dir", type=Path, default=None, help="local backend state folder (default: $LLMOPS_SERVING_DIR or ./.llmops/serving)")
     where.add_argument("--kubeconfig", default=None, help="kserve backend: kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     where.add_argument("--context", default=None, help="kserve backend: kubeconfig context")
-    where.add_argument("--in-cluster", action="store_true", help="kserve backend: use the pod's service account")
+    where.add_argument("--in-cluster", action="store_true", help="kserve backend: use the pod's service account (default: when no kubeconfig exists and running in a pod)")
 
     what = p.add_argument_group("what")
     src = what.add_mutually_exclusive_group(required=True)
@@ -43,8 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--cpu", default="2", help="CPU request/limit (default 2)")
     what.add_argument("--memory", default="8Gi", help="memory request/limit (default 8Gi)")
     what.add_argument("--serving-runtime", default="llmops", help="model server: llmops (default), vllm (KServe's kserve-vllmserver) or huggingfaceserver; the analysis reads that runtime's metrics")
-    what.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu per replica (with --gpu-node-selector)")
-    what.add_argument("--gpu-node-selector", action="append", default=[], metavar="KEY=VALUE", help="node label for GPU nodes, e.g. nvidia.com/gpu.present=true (repeatable)")
+    what.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu per predictor pod (default 0; needs --node-selector)")
+    what.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                      help="predictor node selector, repeatable (e.g. nvidia.com/gpu.present=true)")
+    what.add_argument("--service-account", default=None,
+                      help=f"predictor ServiceAccount (its imagePullSecrets pull the modelcar; kserve default: {PREDICTOR_SA}; "
+                           "empty string: none)")
 
     plan = p.add_argument_group("plan")
     plan.add_argument("--steps", default="10,25,50,100", help="canary traffic percents, increasing, ending at 100 (default 10,25,50,100)")
@@ -88,7 +94,7 @@ def build_backend(args):
 
             return make_backend("local", state_dir=args.state_dir or default_state_dir())
         if args.backend == "kserve":
-            return make_backend("kserve", kubeconfig=args.kubeconfig, context=args.context, in_cluster=args.in_cluster, namespace=args.namespace)
+            return make_backend("kserve", kubeconfig=args.kubeconfig, context=args.context, in_cluster=True if args.in_cluster else None, namespace=args.namespace)
         return make_backend(args.backend)
     except (ValueError, BackendError) as exc:
         raise CliError(str(exc)) from exc
@@ -129,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
             predictor=PredictorSpec(
                 storage_uri=storage_uri, image=args.image, model_version=args.model_version,
                 args=tuple(args.predictor_arg), cpu=args.cpu, memory=args.memory,
-                serving_runtime=args.serving_runtime, gpus=args.gpus,
-                node_selector=tuple(tuple(kv.split("=", 1)) for kv in args.gpu_node_selector if "=" in kv),
+                serving_runtime=args.serving_runtime, service_account=service_account(args), gpus=args.gpus,
+                node_selector=node_selector(args),
                 tolerations=({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},) if args.gpus else (),
             ),
             deployment_mode=DeploymentMode.parse(args.deployment_mode),
@@ -173,6 +179,26 @@ def run(args: argparse.Namespace) -> int:
             load.stop()
     _summary(result, args)
     return result.exit_code
+
+
+def service_account(args: argparse.Namespace) -> str | None:
+    """The predictor's ServiceAccount: --service-account, else the kit's predictor account on a cluster."""
+    if args.service_account is not None:
+        return args.service_account or None
+    return PREDICTOR_SA if args.backend == "kserve" else None
+
+
+def node_selector(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """``--node-selector KEY=VALUE`` pairs."""
+    from pipelines.cli import CliError
+
+    pairs = []
+    for raw in args.node_selector:
+        key, sep, value = raw.partition("=")
+        if not sep or not key:
+            raise CliError(f"--node-selector {raw!r}: write KEY=VALUE, e.g. nvidia.com/gpu.present=true")
+        pairs.append((key, value))
+    return tuple(pairs)
 
 
 def build_strategy(args: argparse.Namespace):

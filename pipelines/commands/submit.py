@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.commands.compile import DEFAULT_PACKAGE
+from serving.cluster.names import PIPELINE_SA
 
 TOKEN_ENV = "KFP_TOKEN"
 HOST_ENV = "KFP_HOST"
@@ -48,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-name", default=None, help="run name (default: <pipeline> <UTC time>)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter, repeatable (e.g. --param finetune_steps=200)")
     p.add_argument("--upload-only", action="store_true", help="upload the pipeline (version) and start no run")
+    p.add_argument("--service-account", default=PIPELINE_SA,
+                   help=f"Kubernetes ServiceAccount the run's pods use (default: {PIPELINE_SA}, bound to the kit's pipeline Role; "
+                        "empty: the KFP profile's default)")
     p.set_defaults(func=run)
 
 
@@ -145,8 +149,9 @@ def submit(
     version_name: str,
     run_name: str | None = None,
     upload_only: bool = False,
+    service_account: str | None = PIPELINE_SA,
 ) -> dict[str, str]:
-    """Upload the package (pipeline or new version) and start a run; returns the ids."""
+    """Upload the package (pipeline or new version) and start a run as ``service_account``; returns the ids."""
     import kfp
 
     client = kfp.Client(host=host, existing_token=os.environ.get(TOKEN_ENV) or None)
@@ -172,7 +177,7 @@ def submit(
     exp = client.create_experiment(experiment)  # finds it first
     run_name = run_name or f"{pipeline_name} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())}"
     run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=run_name, params=params,
-                              pipeline_id=pipeline_id, version_id=version_id)
+                              pipeline_id=pipeline_id, version_id=version_id, service_account=service_account or None)
     out.update(experiment_id=exp.experiment_id, run_id=run.run_id, run_name=run_name)
     return out
 
@@ -191,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     _check_reachable(args.host)
     try:
         ids = submit(args.host, args.package, experiment=args.experiment, params=params, pipeline_name=name,
-                     version_name=version_name, run_name=args.run_name, upload_only=args.upload_only)
+                     version_name=version_name, run_name=args.run_name, upload_only=args.upload_only,
+                     service_account=args.service_account)
     except Exception as exc:  # kfp_server_api.ApiException, urllib3 errors, ValueError from kfp
         import kfp_server_api
 
@@ -202,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(f"pipeline {name}: {ids['uploaded']} uploaded; pipeline {ids['pipeline_id']}, version {ids['version_id']} ({version_name})")
     if "run_id" in ids:
-        print(f"run {ids['run_name']!r} started: {ids['run_id']} in experiment {args.experiment} ({ids['experiment_id']})")
+        print(f"run {ids['run_name']!r} started: {ids['run_id']} in experiment {args.experiment} ({ids['experiment_id']}), "
+              f"as service account {args.service_account or '(profile default)'}")
         print(f"  {args.host.rstrip('/')}/#/runs/details/{ids['run_id']}")
     return 0

@@ -60,9 +60,14 @@ class KServeBackend(ServingBackend):
         api_client: a ready ``kubernetes.client.ApiClient`` (tests, custom auth).
         kubeconfig: path to a kubeconfig file (default: ``KUBECONFIG`` / ``~/.kube/config``).
         context: kubeconfig context to use.
-        in_cluster: use the pod's service account instead of a kubeconfig.
+        in_cluster: ``True``: the pod's service account (token, CA and
+            ``KUBERNETES_SERVICE_HOST``, via ``load_incluster_config``);
+            ``False``: a kubeconfig; ``None`` (auto): a kubeconfig when one
+            exists, else the service account when running in a pod.
         request_timeout_s: per-request timeout.
         namespace: default namespace (informational; every call names its namespace).
+        service_account_dir: where the pod's ``token`` and ``ca.crt`` are
+            (default: ``/var/run/secrets/kubernetes.io/serviceaccount``, where kubelet mounts them).
 
     Raises:
         BackendUnavailable: no usable configuration was found (says the fix).
@@ -74,18 +79,20 @@ class KServeBackend(ServingBackend):
         *,
         kubeconfig: str | None = None,
         context: str | None = None,
-        in_cluster: bool = False,
+        in_cluster: bool | None = None,
         request_timeout_s: float = 30.0,
         namespace: str | None = None,
+        service_account_dir: str | None = None,
     ) -> None:
         import kubernetes
 
         self._k8s = kubernetes
         if api_client is None:
+            if in_cluster is None:
+                in_cluster = use_in_cluster(kubeconfig)
             try:
                 if in_cluster:
-                    kubernetes.config.load_incluster_config()
-                    api_client = kubernetes.client.ApiClient()
+                    api_client = incluster_api_client(service_account_dir)
                 else:
                     api_client = kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
             except (kubernetes.config.ConfigException, OSError, TypeError) as exc:
@@ -114,7 +121,9 @@ class KServeBackend(ServingBackend):
             raise BackendError(f"{what}: API server answered {exc.status}: {message}") from exc
         except Exception as exc:  # urllib3 connection errors, timeouts
             if _is_transport_error(exc):
-                host = getattr(self.api_client.configuration, "host", "?")
+                from serving.urls import mask_credentials
+
+                host = mask_credentials(getattr(self.api_client.configuration, "host", "?"))
                 raise BackendUnavailable(f"{what}: cannot reach the Kubernetes API at {host}: {exc}; {_FIX}") from exc
             raise
 
@@ -196,6 +205,42 @@ class KServeBackend(ServingBackend):
             self._call(f"create event for {namespace}/{meta.get('name')}", self.core.create_namespaced_event, namespace, event)
         except BackendError as exc:
             log.warning("event not recorded: %s", exc)
+
+
+def incluster_api_client(service_account_dir: str | None = None):
+    """An ``ApiClient`` authenticated as the pod's service account.
+
+    The same loader as ``kubernetes.config.load_incluster_config`` (host from
+    ``KUBERNETES_SERVICE_HOST``/``_PORT``, the token refreshed as kubelet rotates it,
+    the cluster CA), with the folder as a parameter instead of a process-wide default.
+    """
+    from pathlib import Path
+
+    import kubernetes
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+
+    from serving.cluster.names import SERVICE_ACCOUNT_DIR
+
+    folder = Path(service_account_dir or SERVICE_ACCOUNT_DIR)
+    cfg = kubernetes.client.Configuration()
+    InClusterConfigLoader(token_filename=str(folder / "token"), cert_filename=str(folder / "ca.crt")).load_and_set(cfg)
+    return kubernetes.client.ApiClient(cfg)
+
+
+def use_in_cluster(kubeconfig: str | None = None) -> bool:
+    """Auto choice: the pod's service account when no kubeconfig file exists and the process runs in a pod.
+
+    A kubeconfig wins when it is named (``kubeconfig`` or ``$KUBECONFIG``) or
+    ``~/.kube/config`` exists; Kubernetes sets ``KUBERNETES_SERVICE_HOST`` in every pod.
+    """
+    import os
+    from pathlib import Path
+
+    from serving.cluster.names import IN_CLUSTER_ENV
+
+    if kubeconfig or os.environ.get("KUBECONFIG") or (Path.home() / ".kube" / "config").is_file():
+        return False
+    return bool(os.environ.get(IN_CLUSTER_ENV))
 
 
 def endpoints_from_isvc(obj: dict[str, Any]) -> Endpoints:

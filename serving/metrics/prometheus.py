@@ -1,7 +1,9 @@
 """``prometheus`` provider: PromQL over Prometheus' HTTP API.
 
 Each :meth:`PrometheusProvider.collect` runs instant queries (``/api/v1/query``)
-at ``time=end`` over a range of ``end - start`` seconds (at least one second)::
+at ``time=end`` over a range of ``end - start`` seconds (at least one second);
+an empty window (``end <= start``) returns no traffic without a query, and the
+provider is stateless, so :meth:`MetricsProvider.prime` does nothing::
 
     sum by (code) (increase(llmops_requests_total{SEL}[Ns]))
     sum by (le)   (increase(llmops_request_duration_seconds_bucket{SEL}[Ns]))
@@ -28,6 +30,7 @@ import httpx
 
 from serving.metrics.base import Histogram, MetricsProvider, MetricsTarget, MetricsUnavailable, RevisionMetrics
 from serving.metrics.scrape import GENERATED, LATENCY, REQUESTS, TTFT, is_server_error
+from serving.urls import mask_credentials
 
 
 def _quote(value: str) -> str:
@@ -71,7 +74,7 @@ class PrometheusProvider(MetricsProvider):
 
         self.names = mapping_for(runtime)
         if not url or not url.startswith(("http://", "https://")):
-            raise ValueError(f"prometheus url must start with http:// or https://, got {url!r}")
+            raise ValueError(f"prometheus url must start with http:// or https://, got {mask_credentials(repr(url))}")
         self.url = url.rstrip("/")
         self._timeout = httpx.Timeout(timeout_s)
         self._client = client or httpx.Client(timeout=self._timeout, headers=headers or {})
@@ -84,10 +87,11 @@ class PrometheusProvider(MetricsProvider):
                 answer that is not a vector.
         """
         endpoint = f"{self.url}/api/v1/query"
+        shown = mask_credentials(endpoint)
         try:
             resp = self._client.post(endpoint, data={"query": promql, "time": f"{at:.3f}"}, timeout=self._timeout)
         except httpx.HTTPError as exc:
-            raise MetricsUnavailable(f"cannot reach Prometheus at {endpoint}: {type(exc).__name__}: {exc}") from exc
+            raise MetricsUnavailable(f"cannot reach Prometheus at {shown}: {type(exc).__name__}: {mask_credentials(exc)}") from exc
         try:
             body = resp.json()
         except ValueError:
@@ -95,7 +99,7 @@ class PrometheusProvider(MetricsProvider):
         if resp.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else resp.text[:200]
             raise MetricsUnavailable(
-                f"Prometheus at {endpoint} answered HTTP {resp.status_code} for {promql!r}: {detail}"
+                f"Prometheus at {shown} answered HTTP {resp.status_code} for {promql!r}: {detail}"
             )
         data = body.get("data") or {}
         if data.get("resultType") != "vector":
@@ -128,7 +132,9 @@ class PrometheusProvider(MetricsProvider):
 
             return collect(self, self.names, target, start, end)
         if end <= start:
-            raise ValueError(f"window end {end} must be after start {start}")
+            # An empty window (the controller primes an interval with start == end): nothing
+            # happened in it, so there is nothing to query; the analysis reads it as no traffic.
+            return RevisionMetrics(target=target, start=start, end=max(start, end))
         sel = selector(target)
         rng = f"{max(1, int(round(end - start)))}s"
         by_code = self.query(f"sum by (code) (increase({REQUESTS}{sel}[{rng}]))", end)

@@ -10,11 +10,10 @@ the lease in one guarded replace (``metadata.resourceVersion``), so a
 controller killed at any point resumes from what the object says and ends
 fully promoted or fully rolled back.
 
-Serverless mode: ``spec.predictor.canaryTrafficPercent`` steps through the plan;
-promote = drop the field; roll back = previous spec with ``canaryTrafficPercent: 0``
-(traffic leaves the canary at once), then drop the field once the restored
-revision is ready. Standard mode: a ``spec.canary[]`` entry with
-``trafficPercent``; promote = the entry becomes the predictor; roll back = drop it.
+How traffic moves is the traffic router's business (:mod:`serving.routers`, one
+implementation per mode, chosen by :func:`serving.routers.factory.make_router`):
+Serverless writes ``canaryTrafficPercent``, Standard a ``spec.canary[]`` entry
+promoted by keeping its ``predictor.name``. The controller holds no mode branches.
 
 Errors::
 
@@ -46,6 +45,8 @@ from serving.isvc import (
 )
 from serving.metrics.base import MetricsError, MetricsProvider, MetricsTarget, RevisionMetrics
 from serving.rollout.hooks import NoopHooks, RegistryHooks, RolloutEvent
+from serving.routers.base import MODEL_VERSION_ENV, TrafficRouter, predictor_version, strip_canary  # noqa: F401 (re-exported)
+from serving.routers.factory import make_router
 from serving.rollout.state import (
     LEASE_ANNOTATION,
     STATE_ANNOTATION,
@@ -62,7 +63,6 @@ from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"
 QualityProber = Callable[[str, str], Any]  # (canary_url, stable_url) -> QualityResult
 
 
@@ -92,27 +92,13 @@ class StepOutcome:
     analysis: dict | None = None  # AnalysisResult.to_dict() of an interval that just ended
 
 
-def predictor_version(predictor: dict[str, Any]) -> str:
-    """The ``LLMOPS_MODEL_VERSION`` a predictor spec carries ("" when absent)."""
-    for section in [predictor.get("model") or {}] + list(predictor.get("containers") or []):
-        for env in section.get("env") or ():
-            if env.get("name") == MODEL_VERSION_ENV:
-                return str(env.get("value") or "")
-    return ""
+def canary_entry(predictor: dict[str, Any], weight: int, current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``spec.canary[]`` entry the Standard router writes for ``predictor`` (variant name included)."""
+    from serving.routers.standard import StandardRouter
 
-
-def canary_entry(predictor: dict[str, Any], weight: int) -> dict[str, Any]:
-    """A ``spec.canary[]`` entry (Standard mode); the CRD requires a container name there."""
-    pred = copy.deepcopy(predictor)
-    if "model" in pred:
-        pred["model"].setdefault("name", "kserve-container")
-    return {"predictor": pred, "trafficPercent": weight}
-
-
-def strip_canary(predictor: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(predictor)
-    out.pop("canaryTrafficPercent", None)
-    return out
+    body: dict[str, Any] = {"spec": {}}
+    StandardRouter().start(body, copy.deepcopy(current or {}), predictor, weight)
+    return body["spec"]["canary"][0]
 
 
 class RolloutController:
@@ -202,6 +188,10 @@ class RolloutController:
         try:
             if state is None or (state.phase.terminal and not state.hooks_pending and state.rollout_id != self._rollout_id):
                 return self._start(obj, now)
+            if state.rollout_id != self._rollout_id and state.target_version != self.target_version and state.phase.terminal:
+                # another version's finished rollout still owes its registry update: finish that for it,
+                # then start this version's rollout; its verdict is never reported as ours
+                return self._finish_others_hooks(obj, state, now)
             if state.rollout_id != self._rollout_id:
                 self._adopt(state)
             if state.hooks_pending:
@@ -237,8 +227,16 @@ class RolloutController:
     def _lease(self, now: float) -> str:
         return Lease(self.holder, now + self.strategy.lease_ttl_s).to_json()
 
+    def _finish_others_hooks(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+        """Run the pending hooks of another version's terminal rollout; never ``done`` for this one."""
+        log.info("%s: finishing the registry update of v%s's %s rollout before v%s",
+                 self.name, state.target_version, state.phase.value, self.target_version)
+        out = self._run_hooks(obj, state, now, report_done=False)
+        return dataclasses.replace(out, done=False, result=None, next_check_s=min(out.next_check_s, 1.0),
+                                   message=f"v{state.target_version}: {out.message}")
+
     def _adopt(self, state: RolloutState) -> None:
-        if state.target_version != self.target_version and not (state.phase.terminal and state.hooks_pending):
+        if state.target_version != self.target_version:
             raise RolloutRefused(
                 f"{self.namespace}/{self.name}: a rollout of v{state.target_version} is {state.phase.value}; "
                 f"resume it (same --model-version) before rolling out v{self.target_version}"
@@ -267,6 +265,12 @@ class RolloutController:
                 record(obj, reason, message, "Warning" if warning else "Normal")
             except Exception as exc:  # events are informational: never block the rollout
                 log.debug("event %s not recorded: %s", reason, exc)
+
+    @staticmethod
+    def _router(state_or_mode: "RolloutState | DeploymentMode | str") -> TrafficRouter:
+        """The traffic router of the rollout's mode (the controller never asks which one it is)."""
+        mode = state_or_mode.mode if isinstance(state_or_mode, RolloutState) else state_or_mode
+        return make_router(mode)
 
     def _mode(self, obj: dict) -> DeploymentMode:
         raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
@@ -310,6 +314,9 @@ class RolloutController:
             new_pred = render_predictor(self.service.predictor)
         except IsvcError as exc:
             raise RolloutSpecError(str(exc)) from exc
+        prior = RolloutState.from_obj(obj)
+        if prior is not None and prior.failed:
+            return self._replace_failed(obj, prior, new_pred, mode, now)
         if spec.get("canary"):
             raise RolloutSpecError(
                 f"{self.namespace}/{self.name}: spec.canary already has an entry not written by a known rollout; "
@@ -320,8 +327,9 @@ class RolloutController:
                 f"{self.namespace}/{self.name}: spec.predictor.canaryTrafficPercent is set to "
                 f"{spec['predictor']['canaryTrafficPercent']} outside a recorded rollout; finish or undo that canary first"
             )
+        router = self._router(mode)
         prev_version = predictor_version(current)
-        if prev_version == self.target_version and spec_hash(current) == spec_hash(new_pred):
+        if prev_version == self.target_version and spec_hash(router.comparable(current)) == spec_hash(router.comparable(new_pred)):
             state = RolloutState(
                 rollout_id=uuid.uuid4().hex[:12], target_version=self.target_version, previous_version=prev_version,
                 mode=mode.value, phase=RolloutPhase.PROMOTED, steps=self.strategy.steps,
@@ -335,6 +343,8 @@ class RolloutController:
             return StepOutcome(state.phase.value, "already_serving", 100, state.reason, next_check_s=0.0)
         ps = PredictorStatus.from_isvc(obj)
         weight = self.strategy.steps[0]
+        body = copy.deepcopy(obj)
+        new_pred = router.start(body, current, new_pred, weight)
         state = RolloutState(
             rollout_id=uuid.uuid4().hex[:12],
             target_version=self.target_version,
@@ -351,12 +361,6 @@ class RolloutController:
             prev_spec_hash=spec_hash(current),
             stable_revision=ps.latest_rolledout or ps.latest_ready,
         )
-        body = copy.deepcopy(obj)
-        if mode is DeploymentMode.SERVERLESS:
-            body["spec"]["predictor"] = dict(new_pred, canaryTrafficPercent=weight)
-        else:
-            body["spec"]["predictor"] = current
-            body["spec"]["canary"] = [canary_entry(new_pred, weight)]
         self._rollout_id = state.rollout_id
         written = self._write(body, state, now)
         self._event(written, "RolloutStarted", f"canary v{self.target_version} at {weight}% (stable v{prev_version or '?'})")
@@ -366,36 +370,30 @@ class RolloutController:
         )
         return StepOutcome(state.phase.value, "started", weight, f"canary v{self.target_version} at {weight}%", next_check_s=0.5)
 
+    def _replace_failed(self, obj: dict, prior: RolloutState, new_pred: dict, mode: DeploymentMode, now: float) -> StepOutcome:
+        """The service never served (its first deployment failed): deploy this version directly, as a first one."""
+        body = copy.deepcopy(obj)
+        body["spec"]["predictor"] = new_pred
+        body["spec"].pop("canary", None)
+        state = RolloutState(
+            rollout_id=uuid.uuid4().hex[:12], target_version=self.target_version, previous_version="",
+            mode=mode.value, phase=RolloutPhase.PROMOTED, step_index=len(self.strategy.steps) - 1,
+            steps=self.strategy.steps, started=now, step_started=now, new_predictor=new_pred,
+            new_spec_hash=spec_hash(new_pred), promoted_at=now, finished=now,
+            reason=f"first deployment (v{prior.target_version} never became ready: nothing to compare against)",
+            hooks_pending=("promote",),
+        )
+        self._rollout_id = state.rollout_id
+        self._write(body, state, now)
+        log.info("%s: v%s replaces v%s, whose first deployment failed", self.name, self.target_version, prior.target_version)
+        return StepOutcome(state.phase.value, "created", 100, state.reason, next_check_s=0.0)
+
     # --------------------------------------------------------------- progress
 
     def _canary_status(self, obj: dict, state: RolloutState) -> tuple[bool, str | None, str | None, str | None]:
         """(ready, not-ready reason, canary revision, stable revision) for the current step."""
-        ps = PredictorStatus.from_isvc(obj)
-        weight = state.weight
-        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
-        if "generation" in meta and "observedGeneration" in status and status["observedGeneration"] < meta["generation"]:
-            return False, "the serving control plane has not observed the latest spec yet", None, None
-        if state.mode == DeploymentMode.STANDARD.value:
-            canaries = status.get("canaryStatuses") or []
-            if not canaries:
-                return False, ps.reason or "no canary status reported yet", None, None
-            c = canaries[0]
-            if not c.get("ready"):
-                return False, _condition_reason(status) or f"canary {c.get('name')} is not ready", c.get("name"), ps.latest_ready
-            if int(c.get("trafficPercent", -1)) != weight:
-                return False, f"canary traffic is {c.get('trafficPercent')}%, waiting for {weight}%", c.get("name"), ps.latest_ready
-            return True, None, c.get("name"), ps.latest_ready
-        created = ps.latest_created
-        if not created or created == state.stable_revision:
-            return False, ps.reason or "the canary revision is not created yet", None, state.stable_revision
-        if ps.latest_ready != created:
-            return False, ps.reason or _condition_reason(status) or f"revision {created} is not ready", created, state.stable_revision
-        latest = [t for t in ps.traffic if t.revision == created or t.latest]
-        share = sum(t.percent for t in latest) if latest else None
-        if share is not None and share != weight:
-            return False, f"traffic to {created} is {share}%, waiting for {weight}%", created, state.stable_revision
-        stable = ps.latest_rolledout if ps.latest_rolledout and ps.latest_rolledout != created else state.stable_revision
-        return True, None, created, stable
+        st = self._router(state).canary_status(obj, state)
+        return st.ready, st.reason, st.canary_revision, st.stable_revision
 
     def _progress(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
         weight = state.weight
@@ -498,10 +496,7 @@ class RolloutController:
         weight = state.steps[index]
         state = state.evolve(step_index=index, step_started=now, interval_start=None, successes=0)
         body = copy.deepcopy(obj)
-        if state.mode == DeploymentMode.STANDARD.value:
-            body["spec"]["canary"] = [canary_entry(state.new_predictor, weight)]
-        else:
-            body["spec"]["predictor"] = dict(state.new_predictor, canaryTrafficPercent=weight)
+        self._router(state).set_weight(body, state, weight)
         written = self._write(body, state, now)
         self._event(written, "CanaryAdvanced", f"v{state.target_version} passed its analysis; canary now at {weight}%")
         log.info("%s: v%s passed step %d, canary now at %d%%", self.name, state.target_version, index, weight)
@@ -509,8 +504,7 @@ class RolloutController:
 
     def _promote(self, obj: dict, state: RolloutState, now: float, analysis: dict | None) -> StepOutcome:
         body = copy.deepcopy(obj)
-        body["spec"]["predictor"] = copy.deepcopy(state.new_predictor)
-        body["spec"].pop("canary", None)
+        self._router(state).promote(body, state)
         bake = self.strategy.bake_s
         state = state.evolve(
             phase=RolloutPhase.BAKING if bake > 0 else RolloutPhase.PROMOTED,
@@ -531,22 +525,15 @@ class RolloutController:
         """Take traffic off the new version in one write."""
         body = copy.deepcopy(obj)
         was_promoted = state.phase is RolloutPhase.BAKING
-        body["spec"].pop("canary", None)
-        if state.mode == DeploymentMode.STANDARD.value:
-            body["spec"]["predictor"] = copy.deepcopy(state.prev_predictor)
+        plan = self._router(state).rollback(body, state, was_promoted)
+        if plan.finished:
             new = state.evolve(
-                phase=RolloutPhase.ROLLED_BACK, reason=reason, finished=now, interval_start=None,
+                phase=RolloutPhase.ROLLED_BACK, reason=reason, finished=now, interval_start=None, bake_until=None,
                 hooks_pending=("rollback", "restore_alias") if was_promoted else ("rollback",),
             )
-        elif was_promoted:
-            # the new revision holds 100%: restore the old spec; the restored revision takes over once ready
-            body["spec"]["predictor"] = copy.deepcopy(state.prev_predictor)
+        else:
             new = state.evolve(phase=RolloutPhase.ROLLING_BACK, reason=reason, step_started=now, interval_start=None,
                                hooks_pending=(), bake_until=None)
-        else:
-            # canaryTrafficPercent 0 sends everything back to latestRolledoutRevision at once
-            body["spec"]["predictor"] = dict(copy.deepcopy(state.prev_predictor), canaryTrafficPercent=0)
-            new = state.evolve(phase=RolloutPhase.ROLLING_BACK, reason=reason, step_started=now, interval_start=None)
         new = new.evolve(baseline=state.baseline, promoted_at=state.promoted_at if was_promoted else None)
         written = self._write(body, new, now)
         self._event(written, "CanaryRollback", f"v{state.target_version} rolled back: {reason}", warning=True)
@@ -554,22 +541,17 @@ class RolloutController:
         return StepOutcome(new.phase.value, "rolling_back", 0, reason, next_check_s=0.0, analysis=analysis)
 
     def _finish_rollback(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
-        """RollingBack (Serverless): wait for the restored revision, then drop canaryTrafficPercent."""
-        ps = PredictorStatus.from_isvc(obj)
-        meta, status = obj.get("metadata") or {}, obj.get("status") or {}
-        observed = not ("generation" in meta and "observedGeneration" in status and status["observedGeneration"] < meta["generation"])
-        restored_ready = (
-            observed and ps.latest_created is not None and ps.latest_ready == ps.latest_created
-            and ps.latest_created not in (state.canary_revision,)
-        )
-        timed_out = now - state.step_started > self.strategy.ready_timeout_s
-        if not restored_ready and not timed_out:
-            return StepOutcome(state.phase.value, "waiting", 0, ps.reason or "waiting for the restored revision", next_check_s=0.5)
-        body = copy.deepcopy(obj)
+        """RollingBack: the router restores the previous spec step by step once traffic left the new version."""
+        body, finished, message = self._router(state).finish_rollback(obj, state)
+        if body is not None and not finished:
+            new = state.evolve(step_started=now)
+            self._write(body, new, now)
+            return StepOutcome(new.phase.value, "rolling_back", 0, message, next_check_s=0.5)
         reason = state.reason
-        if restored_ready:
-            body["spec"]["predictor"] = copy.deepcopy(state.prev_predictor)
-        else:
+        if body is None:
+            if now - state.step_started <= self.strategy.ready_timeout_s:
+                return StepOutcome(state.phase.value, "waiting", 0, message, next_check_s=0.5)
+            body = copy.deepcopy(obj)
             reason += f" (restored revision not ready after {self.strategy.ready_timeout_s:.0f}s; canaryTrafficPercent kept at 0)"
         was_promoted = state.promoted_at is not None
         new = state.evolve(
@@ -635,6 +617,8 @@ class RolloutController:
                 stable_m = self._collect(self._target(state.previous_version, stable_rev, state.mode), start, end, policy.provider_retries)
         except (MetricsError, BackendError) as exc:
             provider_error = f"metrics: {exc}"
+        except Exception as exc:  # any other provider failure is an ERROR measurement too (Argo Rollouts), never a crash
+            provider_error = f"metrics: {type(exc).__name__}: {exc}"
         baseline_used = False
         new_baseline = None
         if stable_m is not None and stable_m.requests > 0:
@@ -700,11 +684,15 @@ class RolloutController:
             log.warning("%s: probe traffic not sent: %s", self.name, exc)
 
     def _prime(self, version: str, revision: str | None, now: float, mode: str | None = None) -> None:
-        """Let the provider take its baseline for an interval starting ``now`` (result unused)."""
+        """Let the provider take its baseline for an interval starting ``now``.
+
+        A provider that cannot take it is not fatal: the interval's collect will
+        report the failure as an ERROR measurement.
+        """
         try:
-            self.metrics.collect(self._target(version, revision, mode), now, now)
-        except (MetricsError, BackendError) as exc:
-            log.debug("metrics baseline for v%s not taken: %s", version, exc)
+            self.metrics.prime(self._target(version, revision, mode))
+        except Exception as exc:
+            log.warning("metrics baseline for v%s not taken: %s", version, exc)
 
     def _target(self, version: str, revision: str | None, mode: str | None = None) -> MetricsTarget:
         """The arm to measure: by version AND revision (a re-roll of one version with a new spec is two arms).
@@ -759,13 +747,17 @@ class RolloutController:
         waited = now - state.started
         if failed or waited > self.strategy.ready_timeout_s:
             why = status.reason or f"not ready after {waited:.0f}s"
-            return StepOutcome(state.phase.value, "failed", 0, f"v{state.target_version} did not become ready: {why}",
-                               done=True, result="error", next_check_s=0.0)
+            reason = f"v{state.target_version} did not become ready: {why}"
+            # terminal, nothing owed to the registry: the next rollout replaces it as a first deployment
+            failed_state = state.evolve(phase=RolloutPhase.ROLLED_BACK, hooks_pending=(), failed=True, reason=reason,
+                                        finished=now)
+            self._write(obj, failed_state, now, release=True)
+            return StepOutcome(failed_state.phase.value, "failed", 0, reason, done=True, result="error", next_check_s=0.0)
         self._renew_if_needed(obj, now)
         return StepOutcome(state.phase.value, "waiting", 0, f"waiting for v{state.target_version} to become ready",
                            next_check_s=1.0)
 
-    def _run_hooks(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
+    def _run_hooks(self, obj: dict, state: RolloutState, now: float, report_done: bool = True) -> StepOutcome:
         pending = self._first_deployment_pending(obj, state, now)
         if pending is not None:
             return pending
@@ -797,8 +789,10 @@ class RolloutController:
         new = state.evolve(hooks_pending=())
         terminal = new.phase.terminal
         self._write(obj, new, now, release=terminal)
-        if terminal:
+        if terminal and report_done:
             return self._finished(new)
+        if terminal:
+            return StepOutcome(new.phase.value, "hooks", new.weight, "registry updated", next_check_s=0.0)
         return StepOutcome(new.phase.value, "hooks", new.weight, "registry updated; baking", next_check_s=0.0)
 
     def _finished(self, state: RolloutState) -> StepOutcome:
@@ -819,13 +813,6 @@ class RolloutController:
 
         state = state or self.last_state
         return build_report(self.name, self.namespace, state, self.strategy)
-
-
-def _condition_reason(status: dict) -> str | None:
-    for cond in status.get("conditions") or ():
-        if cond.get("status") == "False":
-            return cond.get("message") or cond.get("reason")
-    return None
 
 
 def _last_stable_quality(state: RolloutState) -> float | None:

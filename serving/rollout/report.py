@@ -226,3 +226,39 @@ def report_writer(out_dir: str | Path):
         return write_report(report, out_dir)["markdown"].resolve().as_uri()
 
     return write
+
+
+def mlflow_report_writer(out_dir: str | Path, tracking_uri: str | None = None, experiment: str = "llmops-rollouts"):
+    """A ``report_writer`` that also stores the report in MLflow; returns a ``runs:/`` URI.
+
+    On a cluster the report folder lives in the step's pod and is gone with it, so
+    the URL recorded in the promotion history must point at MLflow. One MLflow run
+    per rollout (tag ``llmops.rollout_id``) holds ``rollout/rollout.{md,json,png}``;
+    a rewrite of the same rollout's report replaces the files in that run.
+    """
+    runs: dict[str, str] = {}
+
+    def write(report: dict[str, Any]) -> str:
+        import mlflow
+
+        files = write_report(report, out_dir)
+        client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+        rollout_id = str(report.get("rollout_id") or "unknown")
+        run_id = runs.get(rollout_id)
+        if run_id is None:
+            exp = client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+            found = client.search_runs([exp_id], filter_string=f"tags.`llmops.rollout_id` = '{rollout_id}'", max_results=1)
+            if found:
+                run_id = found[0].info.run_id
+            else:
+                run = client.create_run(exp_id, run_name=f"{report.get('service')}-v{report.get('target_version')}",
+                                        tags={"llmops.rollout_id": rollout_id, "llmops.service": str(report.get("service"))})
+                run_id = run.info.run_id
+                client.set_terminated(run_id)
+            runs[rollout_id] = run_id
+        for path in files.values():
+            client.log_artifact(run_id, str(path), artifact_path="rollout")
+        return f"runs:/{run_id}/rollout/{files['markdown'].name}"
+
+    return write

@@ -23,8 +23,9 @@ from typing import Any
 
 from serving.metrics.base import Histogram, MetricsTarget, RevisionMetrics
 
-STATE_ANNOTATION = "llmops.io/rollout-state"
-LEASE_ANNOTATION = "llmops.io/rollout-lease"
+from serving.cluster.names import ROLLOUT_ANNOTATIONS  # noqa: E402
+
+STATE_ANNOTATION, LEASE_ANNOTATION = ROLLOUT_ANNOTATIONS
 MAX_INTERVALS_KEPT = 40  # bounded: annotations share a 256 KiB budget
 
 
@@ -78,6 +79,7 @@ class RolloutState:
     hooks_pending: tuple[str, ...] = ()  # "promote", "rollback", "restore_alias"
     intervals: tuple[dict, ...] = ()  # one summary per analysis interval
     baseline: dict | None = None  # last stable RevisionMetrics with traffic (for 100% and bake)
+    failed: bool = False  # terminal without serving: a first deployment that never became ready
 
     @property
     def weight(self) -> int:

@@ -14,6 +14,25 @@ with API-server semantics the backend relies on:
   (verbs as RBAC names them: get, list, watch, create, update, patch, delete),
   so an RBAC test can check them against a Role.
 
+For the cluster-in-a-box test it also behaves like a cluster's API server towards
+pods and controllers:
+
+* TLS (``tls=True``): a generated CA signs the server certificate, so the official
+  client's in-cluster path (``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT``,
+  ``ca.crt``, bearer ``token``) works against it (:meth:`KubeEmulator.service_account_files`);
+* identities: :meth:`KubeEmulator.issue_token` mints a token for a service account;
+  requests are attributed to ``system:serviceaccount:<ns>:<name>`` (no/unknown token:
+  the test itself, ``system:admin``, unless ``require_auth`` answers 401);
+* RBAC: :meth:`KubeEmulator.bind_kit_rbac` loads the kit's Roles and RoleBindings and
+  every call of a bound account that no rule grants is answered 403 Forbidden, as the
+  API server's RBAC authorizer does;
+* a request log (:attr:`KubeEmulator.log`): who, the call as RBAC names it
+  (:class:`serving.cluster.rbac.ApiCall`) and the HTTP status answered;
+* core ``secrets``, ``serviceaccounts`` and ``configmaps`` (``stringData`` folded into
+  base64 ``data`` as the API server does);
+* an external controller (``auto_reconcile=False``) writes status with
+  :meth:`KubeEmulator.set_status`; :meth:`KubeEmulator.wait_change` wakes it on writes.
+
 :class:`KServeStandIn` plays KServe's controller: after each write it fills
 ``status`` the way KServe does — Serverless: revisions, ``traffic`` (with
 ``latest``/``prev`` tags), ``latestCreated/Ready/RolledoutRevision``,
@@ -32,12 +51,17 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime
 import hashlib
 import json
+import secrets as _secrets
+import tempfile
 import threading
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
@@ -248,6 +272,19 @@ def _status_body(code: int, reason: str, message: str) -> dict[str, Any]:
             "code": code, "reason": reason, "message": message}
 
 
+ADMIN = "system:admin"
+CORE_KINDS = {"secrets": "Secret", "serviceaccounts": "ServiceAccount", "configmaps": "ConfigMap"}
+
+
+@dataclass(frozen=True)
+class LoggedCall:
+    """One request the emulator answered: who asked, what RBAC calls it, what came back."""
+
+    user: str  # system:serviceaccount:<ns>:<name>, or system:admin for the test itself
+    call: Any  # serving.cluster.rbac.ApiCall
+    status: int  # HTTP status answered (403 when RBAC refused it)
+
+
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
@@ -266,6 +303,13 @@ def _make_emulator_class():
         standin: KServeStandIn = attrs.field(factory=KServeStandIn)
         auto_reconcile: bool = True
         rv: int = 0
+        tokens: dict = attrs.field(factory=dict)  # bearer token -> user name
+        require_auth: bool = False
+        roles: dict = attrs.field(factory=dict)  # user -> [Role dicts bound to it]
+        log: list = attrs.field(factory=list)  # LoggedCall, every resource request
+        core: dict = attrs.field(factory=dict)  # (plural, namespace, name) -> object
+        lock: Any = attrs.field(factory=threading.RLock)
+        changed: Any = attrs.field(factory=threading.Condition)
 
         def __attrs_post_init__(self) -> None:
             super().__attrs_post_init__()
@@ -278,9 +322,62 @@ def _make_emulator_class():
             self.rv += 1
             return str(self.rv)
 
+        def _user(self, request) -> str | None:
+            auth = request.headers.get("Authorization") or request.headers.get("authorization") or ""
+            scheme, _, token = auth.partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else ""  # the official client sends "bearer"
+            if token in self.tokens:
+                return self.tokens[token]
+            return None if self.require_auth else ADMIN
+
+        def _authorize(self, request):
+            """(user, ApiCall or None, denial response or None) for one request."""
+            from serving.cluster.rbac import RbacError, call_from_request, is_granted
+
+            user = self._user(request)
+            try:
+                call = call_from_request(str(request.method.value), str(request.url))
+            except RbacError:
+                call = None  # discovery and other non-resource paths
+            if user is None:
+                if call is not None:
+                    self.log.append(LoggedCall("system:anonymous", call, 401))
+                return user, call, aiohttp.web.json_response(
+                    _status_body(401, "Unauthorized", "Unauthorized"), status=401)
+            if call is None:
+                return user, None, None
+            if user in self.roles and not any(is_granted(r, call) for r in self.roles[user]):
+                self.log.append(LoggedCall(user, call, 403))
+                msg = (f'{call.resource} is forbidden: User "{user}" cannot {call.verb} resource '
+                       f'"{call.resource}" in API group "{call.api_group}" in the namespace "{call.namespace}"')
+                return user, call, aiohttp.web.json_response(_status_body(403, "Forbidden", msg), status=403)
+            return user, call, None
+
         async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+            user, call, denied = self._authorize(request)
+            if denied is not None:
+                return denied
+            with self.lock:
+                response = await self._dispatch(request)
+            if call is not None:
+                self.log.append(LoggedCall(user, call, response.status))
+                if call.verb not in ("get", "list", "watch") and response.status < 300:
+                    with self.changed:
+                        self.changed.notify_all()
+            return response
+
+        async def _dispatch(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
             res = request.resource
             plural = getattr(res, "plural", None)
+            if res is not None and plural in CORE_KINDS and not getattr(res, "group", ""):
+                verb = _VERBS.get(str(request.method.value), str(request.method.value).lower())
+                if verb == "get" and request.name is None:
+                    verb = "list"
+                self.calls.append((verb, plural))
+                try:
+                    return self._core(request, plural, verb)
+                except _ApiError as exc:
+                    return aiohttp.web.json_response(_status_body(exc.code, exc.reason, exc.message), status=exc.code)
             if res is not None and plural in (PLURAL, "events"):
                 verb = _VERBS.get(str(request.method.value), str(request.method.value).lower())
                 if verb == "get" and request.name is None:
@@ -293,6 +390,53 @@ def _make_emulator_class():
                 except _ApiError as exc:
                     return aiohttp.web.json_response(_status_body(exc.code, exc.reason, exc.message), status=exc.code)
             return await super()._handle(request)
+
+        def _core(self, request, plural, verb):
+            ns = request.namespace or "default"
+            if verb == "list":
+                items = [copy.deepcopy(o) for (p, n, _), o in sorted(self.core.items()) if p == plural and n == ns]
+                return aiohttp.web.json_response({"apiVersion": "v1", "kind": CORE_KINDS[plural] + "List",
+                                                  "metadata": {"resourceVersion": str(self.rv)}, "items": items})
+            if verb in ("create", "update"):
+                body = copy.deepcopy(request.data or {})
+                name = request.name or (body.get("metadata") or {}).get("name")
+                key = (plural, ns, name)
+                if verb == "create" and key in self.core:
+                    raise _ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists')
+                if verb == "update" and key not in self.core:
+                    raise _ApiError(404, "NotFound", f'{plural} "{name}" not found')
+                if plural == "secrets":  # the API server folds stringData into data
+                    data = dict(body.get("data") or {})
+                    for k, v in (body.pop("stringData", None) or {}).items():
+                        data[k] = base64.b64encode(str(v).encode()).decode()
+                    body["data"] = data
+                meta = body.setdefault("metadata", {})
+                meta.update(name=name, namespace=ns, resourceVersion=self._next_rv())
+                meta.setdefault("uid", str(uuid.uuid4()))
+                body.setdefault("apiVersion", "v1")
+                body.setdefault("kind", CORE_KINDS[plural])
+                self.core[key] = body
+                return aiohttp.web.json_response(body, status=201 if verb == "create" else 200)
+            key = (plural, ns, request.name)
+            if key not in self.core:
+                raise _ApiError(404, "NotFound", f'{plural} "{request.name}" not found')
+            if verb == "get":
+                return aiohttp.web.json_response(copy.deepcopy(self.core[key]))
+            if verb == "delete":
+                del self.core[key]
+                return aiohttp.web.json_response(_status_body(200, "", "deleted") | {"status": "Success"})
+            raise _ApiError(405, "MethodNotAllowed", f"{verb} on {plural} is not served by the emulator")
+
+        def set_status(self, namespace: str, name: str, status: dict) -> bool:
+            """Write ``status`` as a controller's status update would; False when the object is gone."""
+            with self.lock:
+                obj = self.store.get((namespace, name))
+                if obj is None:
+                    return False
+                if obj.get("status") != status:
+                    obj["status"] = copy.deepcopy(status)
+                    obj["metadata"]["resourceVersion"] = self._next_rv()
+                return True
 
         def _events(self, request, verb):
             if verb == "create":
@@ -415,8 +559,14 @@ class KubeEmulator:
     ``calls``, ``events``, ``standin``, ``auto_reconcile``).
     """
 
-    def __init__(self, namespace: str = "default") -> None:
+    def __init__(self, namespace: str = "default", *, tls: bool = False, auto_reconcile: bool = True,
+                 require_auth: bool = False) -> None:
         self.namespace = namespace
+        self.tls = tls
+        self._auto_reconcile = auto_reconcile
+        self._require_auth = require_auth
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.ca_path: Path | None = None
         self.handler = None
         self.url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -431,6 +581,72 @@ class KubeEmulator:
     def standin(self) -> KServeStandIn:
         return self.handler.standin
 
+    @property
+    def log(self) -> list[LoggedCall]:
+        """Every resource request answered so far (who, the RBAC call, the status)."""
+        return list(self.handler.log)
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def issue_token(self, service_account: str, namespace: str | None = None) -> str:
+        """A bearer token that authenticates as ``system:serviceaccount:<ns>:<service_account>``."""
+        token = _secrets.token_urlsafe(24)
+        self.handler.tokens[token] = f"system:serviceaccount:{namespace or self.namespace}:{service_account}"
+        return token
+
+    def service_account_files(self, folder: str | Path, service_account: str, namespace: str | None = None) -> Path:
+        """Write what kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount: token, ca.crt, namespace."""
+        if not self.tls:
+            raise RuntimeError("service_account_files needs KubeEmulator(tls=True): in-cluster clients speak https")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "token").write_text(self.issue_token(service_account, namespace))
+        (folder / "ca.crt").write_bytes(self.ca_path.read_bytes())
+        (folder / "namespace").write_text(namespace or self.namespace)
+        return folder
+
+    def bind_kit_rbac(self, documents) -> dict[str, list[dict]]:
+        """Bind the kit's Roles to their RoleBindings' service accounts in this namespace.
+
+        ``documents``: parsed YAML documents (Roles and RoleBindings; others are ignored). As
+        kustomize does with ``namespace:``, Roles and subjects are placed in :attr:`namespace`.
+        Returns the user -> Roles map now enforced.
+        """
+        docs = [d for d in documents if isinstance(d, dict)]
+        roles = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Role"}
+        for binding in (d for d in docs if d.get("kind") == "RoleBinding"):
+            role = copy.deepcopy(roles[binding["roleRef"]["name"]])
+            role.setdefault("metadata", {})["namespace"] = self.namespace
+            for subject in binding.get("subjects") or ():
+                if subject.get("kind") == "ServiceAccount":
+                    user = f"system:serviceaccount:{self.namespace}:{subject['name']}"
+                    self.handler.roles.setdefault(user, []).append(role)
+        return dict(self.handler.roles)
+
+    def set_status(self, name: str, namespace: str, status: dict) -> bool:
+        return self.handler.set_status(namespace, name, status)
+
+    def objects(self) -> list[dict[str, Any]]:
+        """A consistent copy of every InferenceService."""
+        with self.handler.lock:
+            return [copy.deepcopy(o) for _, o in sorted(self.handler.store.items())]
+
+    def core_object(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        with self.handler.lock:
+            obj = self.handler.core.get((plural, namespace or self.namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def wait_change(self, timeout_s: float) -> None:
+        """Block until a write is answered or ``timeout_s`` passes (a controller's watch, simplified)."""
+        with self.handler.changed:
+            self.handler.changed.wait(timeout_s)
+
     def object(self, name: str, namespace: str | None = None) -> dict[str, Any]:
         return copy.deepcopy(self.handler.store[(namespace or self.namespace, name)])
 
@@ -440,17 +656,26 @@ class KubeEmulator:
 
         cfg = kubernetes.client.Configuration()
         cfg.host = self.url
-        cfg.verify_ssl = False
+        cfg.verify_ssl = bool(self.tls)
+        if self.tls:
+            cfg.ssl_ca_cert = str(self.ca_path)
         return cfg
 
-    def write_kubeconfig(self, path) -> str:
-        """Write a kubeconfig naming the emulator (for code that loads kubeconfig files)."""
+    def write_kubeconfig(self, path, token: str = "test-token") -> str:
+        """Write a kubeconfig naming the emulator (for code that loads kubeconfig files).
+
+        ``token``: the user's bearer token (e.g. :meth:`issue_token` for a service account, as a CI
+        system holds one); with TLS the emulator's CA is embedded.
+        """
         import yaml
 
+        cluster: dict[str, Any] = {"server": self.url}
+        if self.tls:
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_path.read_bytes()).decode()
         doc = {
             "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {"token": "test-token"}}],
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": "tester", "user": {"token": token}}],
             "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": self.namespace}}],
         }
         with open(path, "w", encoding="utf-8") as fh:
@@ -462,12 +687,25 @@ class KubeEmulator:
 
         ready = threading.Event()
         errors: list[BaseException] = []
+        server_kwargs: dict[str, Any] = {}
+        if self.tls:
+            import aiohttp.test_utils
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="kube-emulator-")
+            self.ca_path, ssl_ctx = _tls_material(Path(self._tmp.name))
+
+            class _TlsServer(aiohttp.test_utils.RawTestServer):
+                async def start_server(self, loop=None, **kwargs):  # aiohttp takes ssl here, not in __init__
+                    return await super().start_server(loop=loop, ssl=ssl_ctx, **kwargs)
+
+            server_kwargs["server_cls"] = _TlsServer
 
         async def main() -> None:
             self._stop = asyncio.Event()
             try:
                 cls = _make_emulator_class()
-                async with cls() as handler, kmock.Server(handler) as server:
+                async with cls(auto_reconcile=self._auto_reconcile, require_auth=self._require_auth) as handler, \
+                        kmock.Server(handler, **server_kwargs) as server:
                     self.handler = handler
                     self.url = str(server.url).rstrip("/")
                     ready.set()
@@ -494,3 +732,40 @@ class KubeEmulator:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _tls_material(folder: Path):
+    """A CA and a server certificate for 127.0.0.1 signed by it; returns (ca.crt path, server SSLContext)."""
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-emulator-ca")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_path, cert_path, key_path = folder / "ca.crt", folder / "server.crt", folder / "server.key"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ca_path, ctx

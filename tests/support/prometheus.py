@@ -36,8 +36,13 @@ def prometheus_available() -> bool:
     return bool(shutil.which(PROMETHEUS) or Path(PROMETHEUS).is_file())
 
 
-def _static_configs(targets: Sequence[str], labels: dict[str, dict[str, str]] | None = None) -> list[dict]:
-    """One scrape job per metrics path (Prometheus scrapes one path per job); ``labels``: per target."""
+def _static_configs(
+    targets: Sequence[str], labels: dict[str, dict[str, str]] | None = None, common_labels: dict[str, str] | None = None,
+) -> list[dict]:
+    """One scrape job per metrics path (Prometheus scrapes one path per job).
+
+    ``labels``: per target (host:port -> labels); ``common_labels``: on every series (as a PodMonitor adds ``namespace``).
+    """
     by_path: dict[tuple[str, str], list[str]] = {}
     for t in targets:
         parts = urlsplit(t if "://" in t else f"http://{t}")
@@ -56,7 +61,10 @@ def _static_configs(targets: Sequence[str], labels: dict[str, dict[str, str]] | 
                 "metrics_path": path,
                 "scrape_interval": "1s",
                 "scrape_timeout": "900ms",
-                "static_configs": statics,
+                "static_configs": [
+                    {**st, "labels": {**(common_labels or {}), **st.get("labels", {})}} if common_labels else st
+                    for st in statics
+                ],
             }
         )
     return jobs
@@ -65,9 +73,12 @@ def _static_configs(targets: Sequence[str], labels: dict[str, dict[str, str]] | 
 @contextlib.contextmanager
 def run_prometheus(
     targets: Sequence[str], workdir: str | Path, ready_timeout_s: float = 60.0,
-    labels: dict[str, dict[str, str]] | None = None, scrape_configs: list[dict] | None = None,
+    labels: dict[str, dict[str, str]] | None = None, common_labels: dict[str, str] | None = None,
+    scrape_configs: Sequence[dict] = (),
 ) -> Iterator[str]:
-    """Start Prometheus scraping ``targets`` (or the given ``scrape_configs``); yield its URL.
+    """Start Prometheus scraping ``targets`` (and the extra ``scrape_configs`` jobs); yield its URL.
+
+    ``labels`` are per target; ``common_labels`` are added to every scraped series (as a PodMonitor adds ``namespace``).
 
     Raises:
         RuntimeError: the binary is missing or the server did not become ready
@@ -82,7 +93,7 @@ def run_prometheus(
     workdir.mkdir(parents=True, exist_ok=True)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": scrape_configs if scrape_configs is not None else _static_configs(targets, labels),
+        "scrape_configs": _static_configs(targets, labels, common_labels) + list(scrape_configs or ()),
     }
     config_path = workdir / "prometheus.yml"
     config_path.write_text(yaml.safe_dump(config))

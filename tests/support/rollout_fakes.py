@@ -53,12 +53,33 @@ def strategy(**kw):
     return RolloutStrategy(**base)
 
 
+class RolloutKServeStandIn(KServeStandIn):
+    """:class:`KServeStandIn` plus KServe's roll-back bookkeeping for a promoted revision.
+
+    kserve ``pkg/apis/serving/v1beta1/inference_service_status.go`` PropagateStatus: when the
+    fully rolled-out revision is given less than 100% again (its spec unchanged, so no new
+    revision), ``latestRolledoutRevision`` moves back to ``previousRolledoutRevision``, and the
+    ``ksvc_reconciler.go`` traffic split then sends the rest to that previous revision.
+    """
+
+    def _reconcile_serverless(self, obj, svc):
+        from tests.support.kube_emulator import _hash
+
+        pred = copy.deepcopy(obj["spec"]["predictor"])
+        pct = pred.pop("canaryTrafficPercent", None)
+        revs = svc["revisions"]
+        if (pct is not None and pct < 100 and revs and revs[-1]["template"] == _hash(pred)
+                and revs[-1]["name"] == svc["rolledout"] and svc["previous"]):
+            svc["rolledout"], svc["previous"] = svc["previous"], None
+        return super()._reconcile_serverless(obj, svc)
+
+
 class FakeKServeBackend(ServingBackend):
     """In-memory InferenceServices with KServe-like status (see module docstring)."""
 
     def __init__(self) -> None:
         self.store: dict[tuple[str, str], dict[str, Any]] = {}
-        self.standin = KServeStandIn()
+        self.standin = RolloutKServeStandIn()
         self.rv = 0
         self.writes: list[dict[str, Any]] = []  # every object written, in order (validated)
         self.fail_next_apply: Exception | None = None

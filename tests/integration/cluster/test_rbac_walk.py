@@ -107,3 +107,10 @@ def test_delete_is_outside_the_rollout_role():
         calls = recorded_calls(kube)
     missing = ungranted(render_role(ROLLOUT_SA, NS, ROLLOUT_RULES), calls)
     assert missing == [ApiCall("delete", ISVC, "inferenceservices", NS, "llm")]
+
+
+def test_pipeline_role_grants_every_call_the_rollout_step_makes(rollout_walk):
+    """The pipeline's pods run the rollout step: their Role needs the same InferenceService calls."""
+    from serving.cluster.render import PIPELINE_RULES, PIPELINE_SA
+
+    assert ungranted(render_role(PIPELINE_SA, NS, PIPELINE_RULES), rollout_walk) == []

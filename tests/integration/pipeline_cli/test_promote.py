@@ -95,9 +95,11 @@ def test_dry_run_prints_the_exact_diff_and_changes_nothing(kube, backend, regist
     diff = out[out.index(f"--- inferenceservice/{NS}/{NAME} (current)"):out.index("dry run: nothing was changed")]
     assert f"+++ inferenceservice/{NS}/{NAME} (canary at 20%)" in diff
     removed, added = _changed(diff)
-    # exactly the predictor's version and image change, and the canary weight appears
+    # exactly the predictor's version and image change, the canary weight appears, and the predictor gets the
+    # kit's account (its imagePullSecrets pull the private modelcar; the current service was made without it)
     assert sorted(removed) == sorted(["- --model_version=1", "storageUri: oci://" + IMAGE1, "value: '1'"]), diff
-    assert sorted(added) == sorted(["- --model_version=2", "canaryTrafficPercent: 20", "storageUri: oci://" + IMAGE2, "value: '2'"]), diff
+    assert sorted(added) == sorted(["- --model_version=2", "canaryTrafficPercent: 20", "storageUri: oci://" + IMAGE2,
+                                    "value: '2'", "serviceAccountName: llmops-predictor"]), diff
     # nothing written: same resourceVersion, only reads
     after = kube.object(NAME)
     assert after["metadata"]["resourceVersion"] == seeded["metadata"]["resourceVersion"]

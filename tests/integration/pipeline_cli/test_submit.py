@@ -99,3 +99,10 @@ def test_missing_host_and_experiment_and_package(compiled_package, tmp_path, mon
     assert "--experiment NAME is required to start a run (or pass --upload-only)" in capsys.readouterr().err
     assert main(["submit", "--host", "http://127.0.0.1:9", "--package", str(tmp_path / "nope.yaml"), "--upload-only"]) == 2
     assert "no such file; run `llmops compile` first" in capsys.readouterr().err
+
+
+def test_run_uses_the_pipeline_service_account(kfp_server, compiled_package):
+    """The run's pods need the kit's pipeline Role (the rollout step drives the InferenceService)."""
+    assert _submit(kfp_server, compiled_package, "--experiment", "nightly") == 0
+    assert _submit(kfp_server, compiled_package, "--experiment", "nightly", "--service-account", "team-a-runner") == 0
+    assert [r.get("service_account") for r in kfp_server.runs] == ["llmops-pipeline", "team-a-runner"]

@@ -33,7 +33,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from serving.backends.base import BackendError, Conflict, NotFound, PredictorStatus, ServingBackend
+from serving.backends.base import BackendError, Conflict, NotFound, PredictorStatus, ServingBackend, revision_failure
 from serving.isvc import (
     DEPLOYMENT_MODE_ANNOTATION,
     DeploymentMode,
@@ -743,10 +743,14 @@ class RolloutController:
         status = PredictorStatus.from_isvc(obj)
         if status.ready:
             return None
-        failed = [c for c in status.conditions if c.get("type") in ("Ready", "PredictorReady") and c.get("status") == "False"]
+        # Only PredictorReady=False or a failed revision is a failure: KServe's Standard mode reports Ready=False
+        # during every normal start (reconcilers/ingress/httproute_reconciler.go Reconcile sets IngressReady=False
+        # while PredictorReady is Unknown), so Ready=False alone means "still starting".
+        failed = [c for c in status.conditions if c.get("type") == "PredictorReady" and c.get("status") == "False"]
+        revision_failed = revision_failure(obj.get("status") or {})
         waited = now - state.started
-        if failed or waited > self.strategy.ready_timeout_s:
-            why = status.reason or f"not ready after {waited:.0f}s"
+        if failed or revision_failed or waited > self.strategy.ready_timeout_s:
+            why = revision_failed or status.reason or f"not ready after {waited:.0f}s"
             reason = f"v{state.target_version} did not become ready: {why}"
             # terminal, nothing owed to the registry: the next rollout replaces it as a first deployment
             failed_state = state.evolve(phase=RolloutPhase.ROLLED_BACK, hooks_pending=(), failed=True, reason=reason,

@@ -59,7 +59,10 @@ Traffic-aware decisions (:class:`Verdict`):
   intervals that takes, and asks for golden-prompt probe traffic
   (``probe_requests`` per arm per interval, at most ``probe_budget``) when real
   traffic would not reach it within ``max_intervals_per_step``.
-* SUCCESSFUL (decided) once the step has its sample and nothing failed.
+* SUCCESSFUL (decided) once the step has its sample, nothing failed and no
+  check's estimate is past its limit; an estimate past its limit that is not
+  yet significant keeps the step collecting (a small sample never passes a
+  canary that looks worse than allowed).
 * INCONCLUSIVE (decided) when the step ran ``max_intervals_per_step`` intervals
   without its sample, even with probes: the controller pauses (Argo Rollouts'
   inconclusive), it does not roll back for low traffic.
@@ -389,6 +392,11 @@ def _check_from(
         return Check(name, Phase.FAILED, gate_value, gate_limit, f"{head}: canary significantly worse", p, ev)
     if crossed:
         why = f"{head}: significant but the effect {_g(gate_value)} is within the limit {_g(gate_limit)}"
+    elif gate_limit is not None and over:
+        # the estimate is past the limit but the evidence is not yet significant: a step must not pass on
+        # that; the judge keeps collecting (see ``judge``) until it is significant or the estimate comes back
+        ev["unresolved"] = True
+        why = f"{head}: the effect {_g(gate_value)} is over the limit {_g(gate_limit)} but not yet significant"
     else:
         why = f"{head}: no significant regression"
     return Check(name, Phase.SUCCESSFUL, gate_value, gate_limit, why, p, ev)
@@ -700,8 +708,15 @@ def judge(
         return Verdict(AnalysisResult(Phase.FAILED, tuple(checks)), ev, True, 0, intervals_needed)
     if Phase.ERROR in phases:
         return Verdict(AnalysisResult(Phase.ERROR, tuple(checks)), ev, True, 0, intervals_needed)
-    if enough:
+    unresolved = [c.name for c in metric_checks if c.details.get("unresolved")]
+    if enough and not unresolved:
         return Verdict(AnalysisResult(Phase.SUCCESSFUL, tuple(checks)), ev, True, 0, intervals_needed)
+    if enough and left > 0:
+        # the sample is there but an estimate is past its limit without significance yet: collect more
+        checks[0] = replace(traffic, phase=Phase.INCONCLUSIVE,
+                            reason=traffic.reason + f"; {', '.join(unresolved)} over the limit, not yet significant: "
+                            "collecting more before deciding")
+        return Verdict(AnalysisResult(Phase.INCONCLUSIVE, tuple(checks)), ev, False, 0, intervals_needed)
     if left <= 0:
         # extended as far as allowed: inconclusive (the controller pauses; low traffic never rolls back by itself)
         checks[0] = replace(traffic, reason=traffic.reason + f"; too little traffic to judge within "

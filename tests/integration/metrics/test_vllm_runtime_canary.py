@@ -75,7 +75,8 @@ class Traffic(threading.Thread):
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
     pods = {v: start_vllm_pod(NAME) for v in ("1", "2")}
-    labels = {pod.host: {"model_version": v, "namespace": NS} for v, pod in pods.items()}
+    # as the kit's PodMonitor labels a pod's series: version, namespace and the revision (the arm the controller selects)
+    labels = {pod.host: {"model_version": v, "namespace": NS, "revision": f"{NAME}-predictor-{int(v):05d}"} for v, pod in pods.items()}
     try:
         with run_prometheus([p.host for p in pods.values()], tmp_path_factory.mktemp("prom"), labels=labels) as url:
             wait_for_scrapes(url)

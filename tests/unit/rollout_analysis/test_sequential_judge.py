@@ -256,3 +256,18 @@ def test_two_sample_lr_is_zero_without_events_and_favours_the_canary_having_them
     assert two_sample_log_lr(0, 60, 0, 540) == [0.0] * 7
     assert all(v > 0 for v in two_sample_log_lr(5, 60, 1, 540))
     assert all(v < 0 for v in two_sample_log_lr(0, 60, 10, 540))
+
+
+def test_a_small_sample_that_looks_worse_than_allowed_never_passes_the_step():
+    # The cluster-in-a-box found this: 8 canary requests at 2.2x the stable p95 met min_requests but were not yet
+    # significant, and the step passed. The judge must keep collecting until the evidence decides.
+    policy = AnalysisPolicy(min_requests=5, max_error_rate=None, max_error_rate_increase=0.01, max_latency_ratio=1.25,
+                            max_ttft_ratio=1.25, alpha=0.01, max_quality_drop=None)
+    j = Judge(policy)
+    first = j.observe(arm(C, 8, factor=2.2), arm(S, 8), step=0, weight=50, interval_s=4.0)
+    assert first.phase is not Phase.SUCCESSFUL and not first.decided, first.result.reasons
+    assert "not yet significant" in first.result.check("sample").reason
+    verdicts = [first] + [j.observe(arm(C, 8, t=t, factor=2.2), arm(S, 8, t=t), step=0, weight=50, interval_s=4.0)
+                          for t in range(1, 8)]
+    assert any(v.phase is Phase.FAILED for v in verdicts), [v.result.reasons for v in verdicts]
+    assert not any(v.phase is Phase.SUCCESSFUL for v in verdicts)

@@ -60,9 +60,9 @@ Traffic-aware decisions (:class:`Verdict`):
   (``probe_requests`` per arm per interval, at most ``probe_budget``) when real
   traffic would not reach it within ``max_intervals_per_step``.
 * SUCCESSFUL (decided) once the step has its sample, nothing failed and no
-  check's estimate is past its limit; an estimate past its limit that is not
+  live comparison's estimate is past its limit; such an estimate that is not
   yet significant keeps the step collecting (a small sample never passes a
-  canary that looks worse than allowed).
+  canary that looks worse than its stable arm allows).
 * INCONCLUSIVE (decided) when the step ran ``max_intervals_per_step`` intervals
   without its sample, even with probes: the controller pauses (Argo Rollouts'
   inconclusive), it does not roll back for low traffic.
@@ -708,7 +708,9 @@ def judge(
         return Verdict(AnalysisResult(Phase.FAILED, tuple(checks)), ev, True, 0, intervals_needed)
     if Phase.ERROR in phases:
         return Verdict(AnalysisResult(Phase.ERROR, tuple(checks)), ev, True, 0, intervals_needed)
-    unresolved = [c.name for c in metric_checks if c.details.get("unresolved")]
+    # Only live comparisons hold a step: the recorded-baseline checks (100 % and the bake, no stable traffic) use a
+    # plug-in limit from a window the stable served at a lower load, so an estimate over it is not yet evidence.
+    unresolved = [c.name for c in metric_checks if c.details.get("unresolved") and not c.name.startswith("baseline_")]
     if enough and not unresolved:
         return Verdict(AnalysisResult(Phase.SUCCESSFUL, tuple(checks)), ev, True, 0, intervals_needed)
     if enough and left > 0:

@@ -144,3 +144,13 @@ def tokenizer_corpus(seed: int = 0, count: int = 3000) -> list[str]:
         lines.append(ex.prompt + ex.completion)
     lines.append(_LETTERS + _LETTERS.upper() + "0123456789 .,:;!?'\"()-+*/=\n")
     return lines
+
+
+def default_golden_set(n: int = 20, seed: int = 0) -> list:
+    """``n`` golden prompts (``serving.rollout.quality.GoldenPrompt``) from the ``test`` split (never trained on).
+
+    The canary's quality probe takes its golden set as data; this is the one the bootstrap task provides.
+    """
+    from serving.rollout.quality import GoldenPrompt
+
+    return [GoldenPrompt(ex.prompt, ex.completion.strip()) for ex in generate("test", n, seed)]

@@ -128,7 +128,8 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
     from serving.rollout.analysis import AnalysisPolicy, PolicyError
     from serving.rollout.controller import RolloutController
     from serving.rollout.hooks import MlflowHooks
-    from serving.rollout.quality import default_golden_set, probe
+    from components.bootstrap.dataset import default_golden_set
+    from serving.rollout.quality import probe
     from serving.rollout.report import mlflow_report_writer, report_writer
     from serving.rollout.runner import run_rollout
     from serving.rollout.strategy import RolloutStrategy, StrategyError, parse_steps

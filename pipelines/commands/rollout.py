@@ -292,7 +292,8 @@ def default_holder() -> str:
 def golden_prompts(args):
     """The golden prompts of the quality probe: --golden-set, or the generated task test split."""
     from pipelines.cli import CliError
-    from serving.rollout.quality import GoldenSetError, default_golden_set, load_golden_set
+    from components.bootstrap.dataset import default_golden_set
+    from serving.rollout.quality import GoldenSetError, load_golden_set
 
     if args.golden_set is None:
         return default_golden_set()

@@ -68,13 +68,6 @@ class QualityResult:
         )
 
 
-def default_golden_set(n: int = 20, seed: int = 0) -> list[GoldenPrompt]:
-    """``n`` prompts from the generated task's ``test`` split (never trained on)."""
-    from components.bootstrap.dataset import generate
-
-    return [GoldenPrompt(ex.prompt, ex.completion.strip()) for ex in generate("test", n, seed)]
-
-
 def load_golden_set(path: str | Path) -> list[GoldenPrompt]:
     """Read a JSONL golden set: one ``{"prompt": ..., "completion": ...}`` per line.
 
@@ -175,7 +168,7 @@ def probe(
         QualityProbeError: a revision cannot be reached or answered with an error.
     """
     if not prompts:
-        raise ValueError("probe needs at least one golden prompt; use default_golden_set() or load_golden_set(path)")
+        raise ValueError("probe needs at least one golden prompt; use components.bootstrap.dataset.default_golden_set() or load_golden_set(path)")
     canary_answers = _answers(canary_url, prompts, model, max_tokens, timeout_s)
     canary_score, misses = _score(prompts, canary_answers)
     stable_score = None

@@ -17,10 +17,10 @@ import pytest
 from serving.metrics.base import MetricsTarget
 from serving.metrics.scrape import ScrapeProvider
 from serving.rollout.analysis import AnalysisPolicy, Phase, analyse
+from components.bootstrap.dataset import default_golden_set
 from serving.rollout.quality import (
     GoldenPrompt,
     QualityProbeError,
-    default_golden_set,
     load_golden_set,
     probe,
 )

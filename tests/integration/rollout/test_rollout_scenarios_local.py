@@ -20,7 +20,8 @@ from serving.metrics.factory import make_provider
 from serving.rollout.analysis import AnalysisPolicy
 from serving.rollout.controller import RolloutController, RolloutRefused, predictor_version
 from serving.rollout.loadgen import LoadGenerator
-from serving.rollout.quality import GoldenPrompt, default_golden_set, probe
+from components.bootstrap.dataset import default_golden_set
+from serving.rollout.quality import GoldenPrompt, probe
 from serving.rollout.runner import run_rollout
 from serving.rollout.state import RolloutPhase, RolloutState
 from serving.rollout.strategy import RolloutStrategy

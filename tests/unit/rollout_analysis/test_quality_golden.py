@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from components.bootstrap.dataset import default_golden_set
 from serving.rollout.quality import (
     GoldenPrompt,
     GoldenSetError,
     QualityResult,
-    default_golden_set,
     load_golden_set,
     normalise,
     probe,

@@ -35,7 +35,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration]
 
 MODEL = "llm"
 # lean: tiny model, a few fine-tune steps (identical for every run: same seed, so the gate passes),
-# two canary steps of 4 s intervals judged from Prometheus
+# two canary steps of 4 s intervals judged from Prometheus; 20 requests per arm per step (at 4 req/s: more would queue on one 2-core machine) give the
+# sequential judge enough evidence to see a 400 ms slowdown of a tiny model
 RUN = {
     "model_name": MODEL,
     "dataset": "bootstrap://tasks?train=200&eval=20",
@@ -43,12 +44,12 @@ RUN = {
     "batch_size": 8,
     "traffic_steps": "50,100",
     "analysis_interval_s": 4.0,
-    "min_requests": 5,
+    "min_requests": 20,
     "load_rps": 4.0,
     "max_latency_ratio": 1.5,
 }
 SLOW = "--fault_latency_ms 400"
-CANARY_FLAGS = ["--steps", "50,100", "--interval", "4", "--min-requests", "5", "--load-rps", "4"]
+CANARY_FLAGS = ["--steps", "50,100", "--interval", "4", "--min-requests", "20", "--load-rps", "4"]
 # Grants the code needs on paths this box does not take, each with the path; anything else unused fails.
 NOT_EXERCISED = {
     (PIPELINE_SA, "serving.kserve.io", "inferenceservices", "patch"):

@@ -115,7 +115,11 @@ class PrometheusProvider(MetricsProvider):
         return sum(self._value(e) for e in self.query(promql, at))
 
     def _histogram(self, name: str, sel: str, rng: str, at: float) -> Histogram:
-        rows = self.query(f"sum by (le) (increase({name}_bucket{sel}[{rng}]))", at)
+        return self.histogram_of(f"{name}_bucket{sel}", f"{name}_sum{sel}", rng, at)
+
+    def histogram_of(self, buckets_series: str, sum_series: str, rng: str, at: float) -> Histogram:
+        """The histogram's increase over ``rng`` from its ``_bucket`` and ``_sum`` series (selectors included)."""
+        rows = self.query(f"sum by (le) (increase({buckets_series}[{rng}]))", at)
         pairs = sorted((float(e["metric"].get("le", "+Inf")), self._value(e)) for e in rows)
         if not pairs:
             return Histogram()
@@ -123,7 +127,7 @@ class PrometheusProvider(MetricsProvider):
         for bound, count in pairs:
             running = max(running, count)  # extrapolation may break monotonicity slightly
             buckets.append((bound, running))
-        total = self._scalar(f"sum(increase({name}_sum{sel}[{rng}]))", at)
+        total = self._scalar(f"sum(increase({sum_series}[{rng}]))", at)
         return Histogram(tuple(buckets), total)
 
     def collect(self, target: MetricsTarget, start: float, end: float) -> RevisionMetrics:

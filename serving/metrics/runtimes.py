@@ -141,16 +141,7 @@ def _series(name: str, sel: str) -> str:
 
 
 def _histogram(provider, name: str, sel: str, rng: str, at: float) -> Histogram:
-    rows = provider.query(f"sum by (le) (increase({_series(name + '_bucket', sel)}[{rng}]))", at)
-    pairs = sorted((float(e["metric"].get("le", "+Inf")), provider._value(e)) for e in rows)
-    if not pairs:
-        return Histogram()
-    buckets, running = [], 0.0
-    for bound, count in pairs:
-        running = max(running, count)  # extrapolation may break monotonicity slightly
-        buckets.append((bound, running))
-    total = provider._scalar(f"sum(increase({_series(name + '_sum', sel)}[{rng}]))", at)
-    return Histogram(tuple(buckets), total)
+    return provider.histogram_of(_series(name + "_bucket", sel), _series(name + "_sum", sel), rng, at)
 
 
 def collect(provider, names: RuntimeMetricNames, target: MetricsTarget, start: float, end: float) -> RevisionMetrics:

@@ -118,7 +118,7 @@ def llm_release(
         traffic_steps: Canary traffic percentages, increasing, ending at 100.
         analysis_interval_s: Seconds of traffic judged per analysis interval.
         min_requests: Requests per revision per interval below which an analysis is inconclusive.
-        max_latency_ratio: Canary p95 latency may be at most this multiple of the stable revision's.
+        max_latency_ratio: Canary p95 latency and time to first token may be at most this multiple of the stable revision's.
         max_error_rate: Canary error rate (0..1) above which the canary fails.
         load_rps: Golden-prompt requests per second sent during the canary when the service has no users (0 = none).
         serving_args: Extra model-server flags for the new version (test-only fault injection such as --fault_latency_ms 400).

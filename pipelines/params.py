@@ -52,7 +52,7 @@ class ReleaseParams:
     traffic_steps: str = "10,25,50,100"  # canary traffic percentages, ending at 100
     analysis_interval_s: float = 5.0  # seconds of traffic judged per analysis
     min_requests: int = 10  # requests per revision below which an analysis is inconclusive
-    max_latency_ratio: float = 1.5  # canary p95 latency may be at most this times the stable one
+    max_latency_ratio: float = 1.5  # canary p95 latency and TTFT may be at most this times the stable ones
     max_error_rate: float = 0.05  # canary error rate above this fails (0..1)
     serving_args: str = ""  # extra model-server flags for the candidate (e.g. test-only --fault_latency_ms 400)
 

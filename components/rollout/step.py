@@ -47,7 +47,7 @@ class RolloutStepConfig:
     traffic_steps: str = "10,25,50,100"  # canary traffic percents, increasing, ending at 100
     analysis_interval_s: float = 60.0  # seconds of traffic judged per interval
     min_requests: int = 50  # requests per revision per interval below which an interval is inconclusive
-    max_latency_ratio: float = 1.5  # canary p95 may be at most this multiple of stable's
+    max_latency_ratio: float = 1.5  # canary p95 latency and TTFT may be at most this multiple of stable's
     max_error_rate: float = 0.05  # canary 5xx share above which the canary fails
     load_rps: float = 0.0  # golden-prompt requests/s sent during the canary (0: rely on real users)
     serving_args: str = ""  # extra model-server flags for the new version (shell words)
@@ -148,6 +148,8 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
                               deployment_mode=DeploymentMode.parse(config.deployment_mode))
         service.validate()
         policy = AnalysisPolicy.from_dict({"min_requests": config.min_requests, "max_latency_ratio": config.max_latency_ratio,
+                                           # one tolerance for both timings: a user loosening latency expects TTFT to follow
+                                           "max_ttft_ratio": config.max_latency_ratio,
                                            "max_error_rate": config.max_error_rate})
         strategy = RolloutStrategy(steps=parse_steps(config.traffic_steps), interval_s=config.analysis_interval_s,
                                    lease_ttl_s=max(120.0, 2 * config.analysis_interval_s), analysis_policy=policy)

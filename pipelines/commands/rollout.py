@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     judge.add_argument("--metrics", default="scrape", help="metrics provider: scrape (default; reads the servers' /metrics) or prometheus")
     judge.add_argument("--prometheus-url", default=None, help="Prometheus base URL (with --metrics prometheus)")
     judge.add_argument("--min-requests", type=int, default=50, help="requests per revision per step before a step can pass (default 50)")
+    judge.add_argument("--max-latency-ratio", type=float, default=None,
+                       help="canary p95 latency and time to first token may be at most this multiple of stable's "
+                       "(default 1.25, as the analysis policy; `llmops run` and the pipeline default to 1.5)")
     judge.add_argument("--policy", type=Path, default=None, help="JSON file with AnalysisPolicy fields (overrides the defaults)")
     judge.add_argument("--no-quality", action="store_true", help="skip the golden-prompt quality probe")
     judge.add_argument("--golden-set", type=Path, default=None, help="JSONL golden prompts {prompt, completion} (default: generated task test split)")
@@ -105,6 +108,8 @@ def _policy(args):
     from serving.rollout.analysis import AnalysisPolicy, PolicyError
 
     data = {"min_requests": args.min_requests}
+    if args.max_latency_ratio is not None:
+        data.update(max_latency_ratio=args.max_latency_ratio, max_ttft_ratio=args.max_latency_ratio)
     if args.policy:
         try:
             data.update(json.loads(args.policy.read_text(encoding="utf-8")))

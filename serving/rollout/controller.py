@@ -803,6 +803,25 @@ class RolloutController:
         result = "promoted" if state.phase is RolloutPhase.PROMOTED else "rolled_back"
         return StepOutcome(state.phase.value, "done", state.weight, state.reason, done=True, result=result, next_check_s=0.0)
 
+    def release_lease(self, now: float) -> bool:
+        """Give the lease up (the rollout state stays, so a rerun by anyone resumes at once); True if released.
+
+        Called when this controller stops before the rollout ends (``--timeout``, Ctrl-C). Never raises:
+        a lease that cannot be released simply expires after ``lease_ttl_s``.
+        """
+        try:
+            obj = self.backend.get(self.name, self.namespace)
+            lease = Lease.from_obj(obj) if obj else None
+            if lease is None or lease.holder != self.holder or lease.expired(now):
+                return False
+            rv = (obj.get("metadata") or {}).get("resourceVersion", "")
+            self.backend.patch_annotations(self.name, self.namespace, {LEASE_ANNOTATION: None}, rv)
+            return True
+        except Exception as exc:  # noqa: BLE001 - best effort on the way out
+            log.warning("%s/%s: lease not released (%s); it expires in at most %.0fs",
+                        self.namespace, self.name, exc, self.strategy.lease_ttl_s)
+            return False
+
     def _renew_if_needed(self, obj: dict, now: float) -> None:
         lease = Lease.from_obj(obj)
         if lease is None or lease.holder != self.holder or lease.expires - now < self.strategy.lease_ttl_s / 2:

@@ -64,12 +64,22 @@ def run_rollout(
     Raises:
         RolloutRefused, RolloutSpecError: before anything was changed.
     """
+    try:
+        return _drive(controller, clock, sleep, report_dir, max_duration_s, max_unavailable, on_outcome, min_sleep_s)
+    except KeyboardInterrupt:  # Ctrl-C: a rerun by anyone resumes at once instead of waiting out the lease
+        controller.release_lease(clock())
+        raise
+
+
+def _drive(controller, clock, sleep, report_dir, max_duration_s, max_unavailable, on_outcome, min_sleep_s) -> RolloutResult:
     started = clock()
     ticks, unavailable, last_key = 0, 0, None
     while True:
         now = clock()
         if max_duration_s is not None and now - started > max_duration_s:
-            reason = f"gave up after {max_duration_s:.0f}s; the rollout state stays on the service and a rerun resumes it"
+            released = controller.release_lease(now)
+            reason = (f"gave up after {max_duration_s:.0f}s; the rollout state stays on the service and a rerun resumes it"
+                      + (" (lease released: at once)" if released else ""))
             return _finish(controller, "error", reason, report_dir, ticks)
         try:
             out = controller.step(now)

@@ -23,6 +23,9 @@ class EngineConfig:
     max_prompt_tokens: int | None = None  # None: max_total_tokens - 1
     max_total_tokens: int | None = None  # None: the model's context length
     request_timeout_s: float = 60.0  # end-to-end limit per request (queue wait included)
+    # requests generated before the server reports ready (one batch, then one alone): the first forward
+    # passes of a fresh process are several times slower (allocator, kernel selection); 0 skips it
+    warmup_requests: int = 4
 
     def validate(self) -> "EngineConfig":
         """Check ranges; return self so calls chain.
@@ -51,6 +54,8 @@ class EngineConfig:
             )
         if self.request_timeout_s <= 0:
             raise ConfigError(f"--request_timeout_s must be > 0, got {self.request_timeout_s}")
+        if self.warmup_requests < 0:
+            raise ConfigError(f"--warmup_requests must be >= 0, got {self.warmup_requests}")
         return self
 
     def resolved(self, model_context: int) -> "EngineConfig":
@@ -76,6 +81,7 @@ class EngineConfig:
             max_prompt_tokens=prompt,
             max_total_tokens=total,
             request_timeout_s=self.request_timeout_s,
+            warmup_requests=self.warmup_requests,
         ).validate()
 
 

@@ -95,6 +95,14 @@ class RequestHandle:
 
 
 
+def _run_catching(coro_fn, box: list) -> None:
+    """Run ``coro_fn()`` on a new event loop; an exception goes into ``box``."""
+    try:
+        asyncio.run(coro_fn())
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+        box.append(exc)
+
+
 def _deliver(items: list[tuple[RequestHandle, GenerationEvent]]) -> None:
     """Runs on the event loop: hand one step's events to their requests."""
     for handle, event in items:
@@ -246,6 +254,49 @@ class GenerationEngine:
             self.observer.queue_depth(len(self._pending))
             self._cond.notify()
         return handle
+
+    def warmup(self, prompt_ids: Sequence[int], requests: int, max_tokens: int = 8, timeout_s: float = 300.0) -> float:
+        """Generate ``requests`` throwaway completions before the server reports ready; return the seconds taken.
+
+        A fresh process runs its first forward passes several times slower than later ones (allocator
+        growth, kernel selection per shape), so without this the first users, and a canary's first
+        measured requests, pay for it. One batch of ``requests`` goes first (batched shapes), then one
+        request alone (the single-row decode path). The worker must be running. Metrics see none of it:
+        the observer is swapped for a silent one while it runs. The requests run on a private event
+        loop in a helper thread, so this works whether or not the caller is inside a loop.
+
+        Raises:
+            RuntimeError: a warmup generation failed or did not finish within ``timeout_s``.
+        """
+        if requests <= 0:
+            return 0.0
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True).validate()
+        failures: list[str] = []
+
+        async def one() -> None:
+            async for event in self.submit(prompt_ids, params, stream=False).events():
+                if event.finish_reason not in (None, FINISH_STOP, FINISH_LENGTH):
+                    failures.append(event.error or event.finish_reason)
+
+        async def run() -> None:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*(one() for _ in range(requests)))
+                await one()
+
+        observer, self.observer = self.observer, EngineObserver()
+        started = time.monotonic()
+        try:
+            box: list[BaseException] = []
+            helper = threading.Thread(target=lambda: _run_catching(run, box), name="llmops-warmup", daemon=True)
+            helper.start()
+            helper.join()
+        finally:
+            self.observer = observer
+        if box or failures:
+            cause = repr(box[0]) if box and not isinstance(box[0], TimeoutError) else (
+                f"did not finish within {timeout_s:g}s" if box else "; ".join(failures))
+            raise RuntimeError(f"warmup generation failed: {cause}")
+        return time.monotonic() - started
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new work, finish what is queued and running, then end the worker.

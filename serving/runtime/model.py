@@ -153,6 +153,15 @@ class LLMModel(Model):
             self.hf_model, self.tokenizer, self.engine_config, observer=self.metrics, clock=self.clock
         )
         self._engine.start()
+        warm = self.engine_config.warmup_requests
+        if warm:
+            prompt = self.tokenizer.encode("Warm up the model server.", add_special_tokens=True)[: self.engine_config.max_prompt_tokens]
+            try:
+                took = self._engine.warmup(prompt or [self._engine.pad_token_id], warm)
+            except RuntimeError as exc:
+                self._engine.stop(timeout=5)
+                raise ModelLoadError(f"{exc}; the model loads but cannot generate (start with --warmup_requests 0 to see it per request)") from exc
+            logger.info("warmed up with %d request(s) in %.2fs (not in metrics)", warm + 1, took)
         self.ready = True
         logger.info(
             "loaded %s (version %s) from %s in %.1fs: context %d tokens, max_batch_size %d, max_queue %d",

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_total_tokens", type=int, default=None, help="Default: the model's context.")
     parser.add_argument("--request_timeout_s", type=float, default=60.0, help="End-to-end limit per request.")
     parser.add_argument(
+        "--warmup_requests", type=int, default=4,
+        help="Requests generated before the server reports ready (one batch, then one alone), so the first "
+        "users do not pay a fresh process's slow first passes; not counted in metrics; 0 skips it.",
+    )
+    parser.add_argument(
         "--torch_threads",
         type=int,
         default=int(os.environ["LLMOPS_TORCH_THREADS"]) if os.environ.get("LLMOPS_TORCH_THREADS") else None,
@@ -196,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_prompt_tokens=args.max_prompt_tokens,
             max_total_tokens=args.max_total_tokens,
             request_timeout_s=args.request_timeout_s,
+            warmup_requests=args.warmup_requests,
         ).validate()
         faults = FaultConfig(args.fault_latency_ms, args.fault_error_rate, args.fault_seed, args.fault_latency_share).validate()
         limits = RequestLimits(

@@ -46,10 +46,14 @@ RUN = {
     "analysis_interval_s": 4.0,
     "min_requests": 20,
     "load_rps": 4.0,
-    "max_latency_ratio": 1.5,
+    # 2x for latency and TTFT: the 400 ms fault is ~10x a tiny model's p95, and one shared 2-core machine's
+    # scheduling noise stays well inside it (the judge's sensitivity is measured in benchmarks/canary_detection.py)
+    "max_latency_ratio": 2.0,
 }
 SLOW = "--fault_latency_ms 400"
-CANARY_FLAGS = ["--steps", "50,100", "--interval", "4", "--min-requests", "20", "--load-rps", "4"]
+# --timeout below the harness's 300 s: a promotion that cannot decide gives up cleanly and releases its lease
+CANARY_FLAGS = ["--steps", "50,100", "--interval", "4", "--min-requests", "20", "--load-rps", "4",
+                "--max-latency-ratio", "2", "--timeout", "200"]
 # Grants the code needs on paths this box does not take, each with the path; anything else unused fails.
 NOT_EXERCISED = {
     (PIPELINE_SA, "serving.kserve.io", "inferenceservices", "patch"):

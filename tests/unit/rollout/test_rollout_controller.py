@@ -290,6 +290,22 @@ def test_expired_lease_is_taken_over(backend, metrics, hooks):
     assert hooks.kinds == ["promoted"]
 
 
+def test_a_controller_that_gives_up_releases_its_lease_and_another_resumes_at_once(backend, metrics, hooks):
+    """``--timeout`` (or Ctrl-C): the state stays, the lease goes, so CI's next job need not wait out the TTL."""
+    from serving.rollout.runner import run_rollout
+
+    clock = iter(T0 + i for i in range(10_000))
+    a = make(backend, metrics, hooks, holder="ctrl-a")
+    result = run_rollout(a, clock=lambda: next(clock), sleep=lambda s: None, max_duration_s=3)
+    assert result.outcome == "error" and "lease released" in result.reason, result.reason
+    obj = backend.get(NAME, NS)
+    assert LEASE_ANNOTATION not in obj["metadata"].get("annotations", {})
+    assert RolloutState.from_obj(obj).phase is RolloutPhase.PROGRESSING
+    b = make(backend, metrics, hooks, holder="ctrl-b")
+    trace, _ = drive(b, backend, T0 + 5)  # well inside ctrl-a's lease TTL
+    assert trace[-1][0].result == "promoted"
+
+
 def test_concurrent_write_conflict_is_retried(backend, metrics, hooks):
     ctrl = make(backend, metrics, hooks)
     backend.fail_next_apply = Conflict("the object has been modified")

@@ -197,3 +197,44 @@ def test_non_streaming_handle_gets_one_event_with_the_same_text(hf):
     assert len(streamed) > 1 and len(whole) == 1
     assert whole[0].text == "".join(ev.text for ev in streamed)
     assert whole[0].finish_reason == FINISH_LENGTH and whole[0].completion_tokens == 30
+
+
+class _Counting:
+    """An observer that counts what reaches the metrics."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __getattr__(self, name):
+        def record(*_args):
+            self.calls += 1
+        return record
+
+
+def test_warmup_runs_before_serving_and_leaves_no_trace_in_metrics(hf):
+    """The warmup generations (a batch, then one alone) finish, are not counted, and the engine then serves."""
+    model, tok = hf
+    counting = _Counting()
+    engine = GenerationEngine(model, tok, EngineConfig().resolved(model.config.n_positions), observer=counting)
+    engine.start()
+    try:
+        took = engine.warmup(tok("2+2=")["input_ids"], requests=3)
+        assert took > 0
+        assert counting.calls == 0, "warmup requests reached the metrics"
+        assert engine.observer is counting
+        text, last = asyncio.run(_run(engine, tok, "2+2=", SamplingParams(max_tokens=4, temperature=0.0)))
+        assert last.finish_reason in (FINISH_STOP, FINISH_LENGTH)
+        assert counting.calls > 0, "a served request after warmup is counted"
+    finally:
+        engine.stop(timeout=10)
+
+
+def test_warmup_that_cannot_generate_fails_loudly(hf):
+    model, tok = hf
+    engine = GenerationEngine(model, tok, EngineConfig().resolved(model.config.n_positions))
+    engine.start()
+    try:
+        with pytest.raises(RuntimeError, match="warmup generation failed"):
+            engine.warmup([10**9], requests=1)  # a token id outside the vocabulary: the forward pass fails
+    finally:
+        engine.stop(timeout=10)

@@ -19,8 +19,10 @@ from components.import_model.component import import_model
 from components.register.component import register
 from components.rollout.component import rollout
 
+from pipelines.params import cluster_defaults
 from serving.cluster import names
 
+_D = cluster_defaults()  # the one source of the release knobs' defaults (pipelines/params.py)
 PIPELINE_NAME = "llm-release"
 MLFLOW_SECRET = names.MLFLOW_SECRET
 REGISTRY_PUSH_SECRET = names.REGISTRY_PUSH_SECRET
@@ -44,20 +46,20 @@ def _registry_push(task: dsl.PipelineTask) -> None:
 
 @dsl.pipeline(name=PIPELINE_NAME, description="Release an LLM version: import, fine-tune, evaluate against the champion, register in MLflow, package as an OCI modelcar, canary on KServe with automatic rollback.")
 def llm_release(
-    base_model: str = "bootstrap://tiny",
-    dataset: str = "bootstrap://tasks",
-    model_name: str = "llm",
-    finetune: bool = True,
-    finetune_method: str = "full",
-    finetune_steps: int = 600,
+    base_model: str = _D.base_model,
+    dataset: str = _D.dataset,
+    model_name: str = _D.model_name,
+    finetune: bool = _D.finetune,
+    finetune_method: str = _D.finetune_method,
+    finetune_steps: int = _D.finetune_steps,
     finetune_trainer: str = "pod",
     finetune_trainjob: str = "{}",
-    learning_rate: float = 2e-3,
-    batch_size: int = 32,
-    seed: int = 0,
-    max_accuracy_drop_points: float = 2.0,
-    max_perplexity_rise_pct: float = 10.0,
-    min_accuracy: float = 0.0,
+    learning_rate: float = _D.learning_rate,
+    batch_size: int = _D.batch_size,
+    seed: int = _D.seed,
+    max_accuracy_drop_points: float = _D.max_accuracy_drop_points,
+    max_perplexity_rise_pct: float = _D.max_perplexity_rise_pct,
+    min_accuracy: float = _D.min_accuracy,
     tracking_uri: str = "",
     image_repository: str = "registry.example.com/llmops/llm",
     image_base: str = "docker.io/library/busybox:1.36",
@@ -74,13 +76,13 @@ def llm_release(
     serving_node_selector: str = "",
     finetune_gpus: int = 0,
     serving_state_dir: str = "",
-    traffic_steps: str = "10,25,50,100",
-    analysis_interval_s: float = 60.0,
-    min_requests: int = 50,
-    max_latency_ratio: float = 1.5,
-    max_error_rate: float = 0.05,
-    load_rps: float = 0.0,
-    serving_args: str = "",
+    traffic_steps: str = _D.traffic_steps,
+    analysis_interval_s: float = _D.analysis_interval_s,
+    min_requests: int = _D.min_requests,
+    max_latency_ratio: float = _D.max_latency_ratio,
+    max_error_rate: float = _D.max_error_rate,
+    load_rps: float = _D.load_rps,
+    serving_args: str = _D.serving_args,
 ):
     """Release one LLM version.
 

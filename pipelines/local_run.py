@@ -70,7 +70,7 @@ def _kfp_task_args(params: ReleaseParams) -> dict:
         "base_model", "dataset", "model_name", "finetune", "finetune_method", "finetune_steps", "learning_rate",
         "batch_size", "seed", "max_accuracy_drop_points", "max_perplexity_rise_pct", "min_accuracy",
         "traffic_steps", "analysis_interval_s", "min_requests", "max_latency_ratio", "max_error_rate",
-        "serving_args",
+        "load_rps", "serving_args",
     }
     floats = {f.name for f in fields(ReleaseParams) if f.type in (float, "float")}
     # KFP checks types strictly: a float parameter given as 3 must arrive as 3.0
@@ -81,7 +81,6 @@ def run_release(
     params: ReleaseParams,
     state_dir: str | Path = ".llmops",
     *,
-    load_rps: float = 8.0,
     cache: bool = True,
     board: StageBoard | None = None,
     log_path: str | Path | None = None,
@@ -92,7 +91,6 @@ def run_release(
     Args:
         params: validated before anything runs.
         state_dir: the state folder (see the module docstring).
-        load_rps: golden-prompt traffic sent during the canary (nobody else queries a laptop).
         cache: reuse unchanged steps from earlier runs.
         board: receives the stage events (a view subscribes to it); a fresh one when None.
         log_path: every line the run prints (kfp.local, the steps, this process's logging) goes
@@ -165,7 +163,6 @@ def run_release(
                 metrics_provider="scrape",
                 namespace="default",
                 serving_state_dir=str(paths["serving"]),
-                load_rps=load_rps,
             )
         except RuntimeError as exc:
             failure = str(exc)

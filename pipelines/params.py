@@ -1,8 +1,13 @@
-"""The release pipeline's parameters, validated before anything runs.
+"""The release pipeline's parameters, validated before anything runs: the one source of their defaults.
 
-The same :class:`ReleaseParams` feeds the embedded run (``llmops run``), the
-compiled pipeline's defaults and ``llmops submit``; :meth:`ReleaseParams.validate`
-names the parameter at fault and the fix, so a bad value never starts a step.
+:class:`ReleaseParams` holds the defaults of the embedded run (``llmops run``).
+The compiled pipeline takes its defaults from :func:`cluster_defaults`: the same
+values except :data:`CLUSTER_OVERRIDES`, the knobs where a cluster with real
+users differs from one laptop with synthetic traffic. ``llmops run``'s flags,
+the pipeline signature and ``llmops submit`` (which sends only what the user
+sets) read them from here; ``tests/unit/pipeline_params`` fails on any drift.
+:meth:`ReleaseParams.validate` names the parameter at fault and the fix, so a
+bad value never starts a step.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 from llmops_core.errors import LlmopsError
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 MODEL_SCHEMES = ("bootstrap://", "hf://", "s3://", "gs://", "models:/", "file://", "local path")
 DATASET_SCHEMES = ("bootstrap://tasks", "s3://", "gs://", "file://", "local path")
@@ -54,6 +59,7 @@ class ReleaseParams:
     min_requests: int = 10  # requests per revision below which an analysis is inconclusive
     max_latency_ratio: float = 1.5  # canary p95 latency and TTFT may be at most this times the stable ones
     max_error_rate: float = 0.05  # canary error rate above this fails (0..1)
+    load_rps: float = 8.0  # golden-prompt requests/s sent during the canary (nobody else queries a laptop)
     serving_args: str = ""  # extra model-server flags for the candidate (e.g. test-only --fault_latency_ms 400)
 
     def validate(self) -> "ReleaseParams":
@@ -94,6 +100,8 @@ class ReleaseParams:
             raise ParamError(f"max_error_rate={self.max_error_rate!r}: must be between 0 and 1")
         if self.max_latency_ratio < 1:
             raise ParamError(f"max_latency_ratio={self.max_latency_ratio!r}: must be >= 1")
+        if self.load_rps < 0:
+            raise ParamError(f"load_rps={self.load_rps!r}: must be >= 0 (0 sends no synthetic traffic)")
         if self.analysis_interval_s <= 0:
             raise ParamError(f"analysis_interval_s={self.analysis_interval_s!r}: must be positive")
         parse_steps(self.traffic_steps)
@@ -105,3 +113,16 @@ class ReleaseParams:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+# Where the compiled pipeline (a cluster serving real users) departs from the embedded run, and why.
+CLUSTER_OVERRIDES: dict = {
+    "analysis_interval_s": 60.0,  # a minute of real traffic per look (Flagger's default interval is 1m)
+    "min_requests": 50,  # per revision per step: enough for the judge on production traffic
+    "load_rps": 0.0,  # the service's users are the traffic; no synthetic load unless asked
+}
+
+
+def cluster_defaults() -> ReleaseParams:
+    """The compiled pipeline's defaults: :class:`ReleaseParams` with :data:`CLUSTER_OVERRIDES`."""
+    return replace(ReleaseParams(), **CLUSTER_OVERRIDES)

@@ -103,7 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-requests", type=int, default=d.min_requests, help="requests per revision below which an analysis is inconclusive")
     p.add_argument("--max-latency-ratio", type=float, default=d.max_latency_ratio, help="canary p95 latency / stable p95 latency allowed")
     p.add_argument("--max-error-rate", type=float, default=d.max_error_rate, help="canary error rate (0..1) allowed")
-    p.add_argument("--load-rps", type=float, default=8.0, help="golden-prompt requests/s sent during the canary (nobody else queries a laptop)")
+    p.add_argument("--load-rps", type=float, default=d.load_rps, help="golden-prompt requests/s sent during the canary (nobody else queries a laptop)")
     p.add_argument("--serving-args", default="", help="extra model-server flags for the new version; test-only faults: '--fault_latency_ms 400', '--fault_error_rate 0.5'")
     p.add_argument("--state-dir", type=Path, default=Path(".llmops"), help="state folder: MLflow store, pipeline outputs, images, local serving")
     p.add_argument("--no-cache", action="store_true", help="re-run every step even when its inputs did not change")
@@ -131,6 +131,7 @@ def params_from_args(args: argparse.Namespace) -> ReleaseParams:
         min_requests=args.min_requests,
         max_latency_ratio=args.max_latency_ratio,
         max_error_rate=args.max_error_rate,
+        load_rps=args.load_rps,
         serving_args=args.serving_args,
     )
 
@@ -144,8 +145,6 @@ def run(args: argparse.Namespace) -> int:
         params = params_from_args(args).validate()
     except ParamError as exc:
         raise CliError(str(exc)) from exc
-    if args.load_rps < 0:
-        raise CliError(f"--load-rps={args.load_rps}: must be >= 0")
     preflight(params, args.state_dir)
     from pipelines.local_run import default_log_path
     from pipelines.progress import LiveView, PlainView, StageBoard
@@ -156,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     stream = args.stream_logs or getattr(args, "verbose", False)
     print(f"llmops run: {params.model_name} from {params.base_model}; full log: {log_path}", flush=True)
     if stream:
-        result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache, board=board,
+        result = run_release(params, args.state_dir, cache=not args.no_cache, board=board,
                              log_path=log_path, echo=sys.stdout)
     elif sys.stdout.isatty():
         from rich.console import Console
@@ -165,11 +164,11 @@ def run(args: argparse.Namespace) -> int:
                         footer=f"log: {log_path}")
         board.subscribe(view)
         with view:
-            result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache,
+            result = run_release(params, args.state_dir, cache=not args.no_cache,
                                  board=board, log_path=log_path)
     else:
         board.subscribe(PlainView(sys.stdout))
-        result = run_release(params, args.state_dir, load_rps=args.load_rps, cache=not args.no_cache, board=board,
+        result = run_release(params, args.state_dir, cache=not args.no_cache, board=board,
                              log_path=log_path)
     print()
     print(f"release {result.outcome}: {result.message}  ({result.wall_s:.0f}s)")

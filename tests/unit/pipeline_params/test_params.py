@@ -8,18 +8,35 @@ from pipelines.params import ParamError, ReleaseParams
 
 
 def test_defaults_are_valid_and_match_the_pipeline():
+    """The compiled pipeline's defaults are ReleaseParams' except the stated cluster overrides."""
     from pipelines.llm_release import llm_release
+    from pipelines.params import CLUSTER_OVERRIDES, cluster_defaults
 
     ReleaseParams().validate()
+    cluster_defaults().validate()
     pipeline_defaults = {
         name: p.default for name, p in inspect.signature(llm_release.pipeline_func).parameters.items()
     }
-    # canary timing differs on purpose: a laptop judges 5 s windows, a cluster 60 s ones
-    local_only = {"analysis_interval_s", "min_requests"}
-    for name, value in ReleaseParams().to_dict().items():
-        if name in local_only:
-            continue
+    for name, value in cluster_defaults().to_dict().items():
         assert pipeline_defaults[name] == value, f"{name}: pipeline default {pipeline_defaults[name]!r} != {value!r}"
+    assert set(CLUSTER_OVERRIDES) <= set(ReleaseParams.names())
+    # the compiled package says the same (it is what a platform engineer uploads)
+    import yaml
+    from pathlib import Path
+
+    ir = next(yaml.safe_load_all((Path(__file__).resolve().parents[3] / "pipelines/llm_release.yaml").read_text()))
+    compiled = {k: p.get("defaultValue") for k, p in ir["root"]["inputDefinitions"]["parameters"].items()}
+    for name, value in cluster_defaults().to_dict().items():
+        assert compiled[name] == value, f"{name}: llm_release.yaml default {compiled[name]!r} != {value!r} (run `llmops compile`)"
+
+
+def test_llmops_run_flags_default_to_release_params():
+    """``llmops run`` with no flags runs exactly ReleaseParams()."""
+    from pipelines.cli import build_parser
+    from pipelines.commands.run import params_from_args
+
+    args = build_parser().parse_args(["run"])
+    assert params_from_args(args) == ReleaseParams()
 
 
 @pytest.mark.parametrize(

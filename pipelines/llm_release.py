@@ -70,6 +70,7 @@ def llm_release(
     metrics_provider: str = "prometheus",
     prometheus_url: str = names.DEFAULT_PROMETHEUS_URL,
     predictor_service_account: str = names.PREDICTOR_SA,
+    serving_runtime: str = "llmops",
     serving_cpu: str = "2",
     serving_memory: str = "8Gi",
     serving_gpus: int = 0,
@@ -110,6 +111,7 @@ def llm_release(
         deployment_mode: KServe deployment mode when the InferenceService is created: Serverless (Knative) or Standard.
         metrics_provider: Canary metrics: prometheus (cluster) or scrape (local backend only).
         prometheus_url: Prometheus that scrapes the predictor pods (prometheus-operator's prometheus-operated Service).
+        serving_runtime: Model server of the new version: llmops (this project's server, ServingRuntime llmops-llm), vllm (KServe's kserve-vllmserver) or huggingfaceserver; the canary analysis reads that runtime's metrics (kserve backend only).
         predictor_service_account: ServiceAccount of the predictor pods (its imagePullSecrets pull the modelcar).
         serving_cpu: Predictor CPU request and limit.
         serving_memory: Predictor memory request and limit.
@@ -206,6 +208,7 @@ def llm_release(
             max_error_rate=max_error_rate,
             load_rps=load_rps,
             serving_args=serving_args,
+            serving_runtime=serving_runtime,
             tracking_uri=tracking_uri,
         ).set_display_name("canary rollout")
         released.set_caching_options(False)

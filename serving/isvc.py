@@ -114,6 +114,9 @@ class RuntimeProfile:
     runtime: str  # (Cluster)ServingRuntime name
     model_format: str  # spec.predictor.model.modelFormat.name
     version_arg: bool  # the server takes --model_version (labels its own metrics)
+    # where the OpenAI routes are: KServe's servers mount them at /openai/v1; vLLM's own api_server at /v1
+    # (runtime-kserve-vllmserver.yaml runs vllm.entrypoints.openai.api_server; its probes read /v1/models)
+    openai_base: str = "/openai/v1"
 
     def args(self, gpus: int) -> list[str]:
         """Arguments for ``gpus`` GPUs per replica (0: CPU)."""
@@ -129,7 +132,7 @@ class RuntimeProfile:
 
 RUNTIME_PROFILES: dict[ServingRuntimeKind, RuntimeProfile] = {
     ServingRuntimeKind.LLMOPS: RuntimeProfile(ServingRuntimeKind.LLMOPS, "llmops-llm", MODEL_FORMAT, True),
-    ServingRuntimeKind.VLLM: RuntimeProfile(ServingRuntimeKind.VLLM, "kserve-vllmserver", "vLLM", False),
+    ServingRuntimeKind.VLLM: RuntimeProfile(ServingRuntimeKind.VLLM, "kserve-vllmserver", "vLLM", False, "/v1"),
     ServingRuntimeKind.HUGGINGFACE: RuntimeProfile(
         ServingRuntimeKind.HUGGINGFACE, "kserve-huggingfaceserver", "huggingface", False
     ),

@@ -26,6 +26,7 @@ def rollout(
     max_error_rate: float = 0.05,
     load_rps: float = 0.0,
     serving_args: str = "",
+    serving_runtime: str = "llmops",
     service_account: str = "llmops-predictor",
     cpu: str = "2",
     memory: str = "8Gi",
@@ -48,7 +49,7 @@ def rollout(
         namespace=namespace, deployment_mode=deployment_mode, state_dir=state_dir, metrics_provider=metrics_provider,
         prometheus_url=prometheus_url, traffic_steps=traffic_steps, analysis_interval_s=analysis_interval_s,
         min_requests=min_requests, max_latency_ratio=max_latency_ratio, max_error_rate=max_error_rate,
-        load_rps=load_rps, serving_args=serving_args, service_account=service_account, cpu=cpu, memory=memory,
+        load_rps=load_rps, serving_args=serving_args, serving_runtime=serving_runtime, service_account=service_account, cpu=cpu, memory=memory,
         gpus=gpus, node_selector=node_selector, tracking_uri=tracking_uri, timeout_s=timeout_s,
     ))
     print(summary_json(result))

@@ -51,6 +51,7 @@ class RolloutStepConfig:
     max_error_rate: float = 0.05  # canary 5xx share above which the canary fails
     load_rps: float = 0.0  # golden-prompt requests/s sent during the canary (0: rely on real users)
     serving_args: str = ""  # extra model-server flags for the new version (shell words)
+    serving_runtime: str = "llmops"  # llmops (our server), vllm (KServe's kserve-vllmserver) or huggingfaceserver
     service_account: str = PREDICTOR_SA  # spec.predictor.serviceAccountName (pulls the modelcar)
     cpu: str = "2"  # predictor CPU request/limit
     memory: str = "8Gi"  # predictor memory request/limit
@@ -76,6 +77,17 @@ class RolloutStepConfig:
             )
         if not self.model_version:
             raise RolloutStepError("model_version: empty; the register step's output names the version")
+        from serving.isvc import IsvcError, ServingRuntimeKind
+
+        try:
+            runtime = ServingRuntimeKind.parse(self.serving_runtime)
+        except IsvcError as exc:
+            raise RolloutStepError(str(exc)) from None
+        if runtime is not ServingRuntimeKind.LLMOPS and self.backend != "kserve":
+            raise RolloutStepError(
+                f"serving_runtime: {runtime.value} runs only on a cluster (serving_backend kserve); the local "
+                "backend runs the llmops model server"
+            )
         self.node_selector_pairs()
 
     def node_selector_pairs(self) -> tuple[tuple[str, str], ...]:
@@ -131,6 +143,7 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
     from components.bootstrap.dataset import default_golden_set
     from serving.rollout.quality import probe
     from serving.rollout.report import mlflow_report_writer, report_writer
+    from serving.rollout.loadgen import send_probes
     from serving.rollout.runner import run_rollout
     from serving.rollout.strategy import RolloutStrategy, StrategyError, parse_steps
 
@@ -143,6 +156,7 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
             model_version=config.model_version, args=tuple(shlex.split(config.serving_args)),
             cpu=config.cpu, memory=config.memory, gpus=config.gpus, node_selector=config.node_selector_pairs(),
             service_account=(config.service_account or None) if config.backend == "kserve" else None,
+            serving_runtime=config.serving_runtime,
         )
         service = ServiceSpec(name=config.model_name, namespace=config.namespace, predictor=predictor,
                               deployment_mode=DeploymentMode.parse(config.deployment_mode))
@@ -163,17 +177,21 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
         backend = make_backend("kserve", kubeconfig=config.kubeconfig or None, in_cluster=None, namespace=config.namespace)
     else:
         backend = make_backend("local", **({"state_dir": Path(config.state_dir)} if config.state_dir else {}))
-    metrics = make_provider(config.metrics_provider, **({"url": config.prometheus_url} if config.metrics_provider == "prometheus" else {}))
+    metrics = make_provider(config.metrics_provider, **(
+        {"url": config.prometheus_url, "runtime": config.serving_runtime} if config.metrics_provider == "prometheus" else {}))
     prompts = default_golden_set()
+    base = predictor.profile.openai_base  # the runtime's OpenAI routes (vLLM's own server: /v1)
 
     def quality(canary_url: str, stable_url: str | None):
-        return probe(canary_url, stable_url, prompts, model=config.model_name)
+        return probe(canary_url, stable_url, prompts, model=config.model_name, openai_base=base)
 
     tracking = step_tracking_uri(config.tracking_uri)
     writer = mlflow_report_writer(report_dir, tracking) if tracking else report_writer(report_dir)
     controller = RolloutController(
         backend, service, strategy, metrics, quality=quality, hooks=MlflowHooks(config.model_name, tracking),
         model_name=config.model_name, report_writer=writer,
+        probe_traffic=lambda canary_url, stable_url, n: send_probes(
+            canary_url, stable_url, config.model_name, [p.prompt for p in prompts], n, openai_base=base),
     )
     load = None
     if config.load_rps > 0:
@@ -202,7 +220,10 @@ def _start_load(backend, config: RolloutStepConfig, prompts: list[str]):
         url = backend.endpoints(config.model_name, config.namespace).url
     except BackendError:
         return None  # a first deployment has no canary to load
-    gen = LoadGenerator(url, config.model_name, prompts, rps=config.load_rps)
+    from serving.isvc import RUNTIME_PROFILES, ServingRuntimeKind
+
+    base = RUNTIME_PROFILES[ServingRuntimeKind.parse(config.serving_runtime)].openai_base
+    gen = LoadGenerator(url, config.model_name, prompts, rps=config.load_rps, openai_base=base)
     gen.start()
     return gen
 

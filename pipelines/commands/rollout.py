@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         controller = RolloutController(
             backend, service, strategy, metrics, quality=quality, hooks=hooks, holder=holder,
             model_name=model_name, report_writer=report_writer(report_dir),
-            probe_traffic=build_probe_traffic(prompts, model_name),
+            probe_traffic=build_probe_traffic(prompts, model_name, openai_base(args)),
         )
     except RolloutError as exc:
         raise CliError(str(exc)) from exc
@@ -262,31 +262,37 @@ def build_metrics(args: argparse.Namespace):
         raise CliError(f"--metrics: {exc}") from exc
 
 
+def openai_base(args) -> str:
+    """Path of the OpenAI routes of the runtime ``--serving-runtime`` names (vLLM's own server: /v1)."""
+    from pipelines.cli import CliError
+    from serving.isvc import RUNTIME_PROFILES, IsvcError, ServingRuntimeKind
+
+    try:
+        return RUNTIME_PROFILES[ServingRuntimeKind.parse(getattr(args, "serving_runtime", "llmops") or "llmops")].openai_base
+    except IsvcError as exc:
+        raise CliError(f"--serving-runtime: {exc}") from exc
+
+
 def build_quality(args, prompts, model_name: str):
     """The golden-prompt prober ``(canary_url, stable_url) -> QualityResult``, or None with --no-quality."""
     if args.no_quality:
         return None
-    if getattr(args, "serving_runtime", "llmops") == "vllm":
-        from pipelines.cli import CliError
-
-        raise CliError(
-            "--serving-runtime vllm: the golden-prompt probe calls /openai/v1, which vLLM's own server answers "
-            "at /v1; pass --no-quality, or serve with --serving-runtime huggingfaceserver (KServe's /openai/v1)"
-        )
     from serving.rollout.quality import probe
 
+    base = openai_base(args)
+
     def quality(canary_url: str, stable_url: str | None):
-        return probe(canary_url, stable_url, prompts, model=model_name)
+        return probe(canary_url, stable_url, prompts, model=model_name, openai_base=base)
 
     return quality
 
 
-def build_probe_traffic(prompts, model_name: str):
+def build_probe_traffic(prompts, model_name: str, base: str = "/openai/v1"):
     """``(canary_url, stable_url, n) -> sent``: golden-prompt probes the judge asks for on thin traffic."""
     from serving.rollout.loadgen import send_probes
 
     texts = [p.prompt for p in prompts]
-    return lambda canary_url, stable_url, n: send_probes(canary_url, stable_url, model_name, texts, n)
+    return lambda canary_url, stable_url, n: send_probes(canary_url, stable_url, model_name, texts, n, openai_base=base)
 
 
 def default_holder() -> str:
@@ -321,7 +327,7 @@ def start_load(backend, args, model_name, prompts):
         return None
     except BackendError as exc:
         raise CliError(f"--load-rps: the service address is unknown ({exc}); deploy it first") from exc
-    gen = LoadGenerator(url, model_name, [p.prompt for p in prompts], rps=args.load_rps)
+    gen = LoadGenerator(url, model_name, [p.prompt for p in prompts], rps=args.load_rps, openai_base=openai_base(args))
     gen.start()
     return gen
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class LoadGenerator:
-    """Sends completions to ``{url}/openai/v1/completions`` until stopped.
+    """Sends completions to ``{url}{openai_base}/completions`` until stopped.
 
     Args:
         url: service base URL (the router or the InferenceService address).
@@ -32,6 +32,7 @@ class LoadGenerator:
         concurrency: worker threads (bounds requests in flight).
         max_requests: hard cap on requests sent.
         max_tokens: tokens per completion.
+        openai_base: path of the runtime's OpenAI routes (vLLM's own server: ``/v1``).
     """
 
     def __init__(
@@ -43,12 +44,13 @@ class LoadGenerator:
         concurrency: int = 4,
         max_requests: int = 20_000,
         max_tokens: int = 8,
+        openai_base: str = "/openai/v1",
     ) -> None:
         if rps <= 0:
             raise ValueError(f"rps must be positive, got {rps}")
         if not prompts:
             raise ValueError("prompts must not be empty")
-        self.url = url.rstrip("/") + "/openai/v1/completions"
+        self.url = url.rstrip("/") + openai_base + "/completions"
         self.model = model
         self.prompts = prompts
         self.rps = rps
@@ -114,6 +116,7 @@ class LoadGenerator:
 
 def send_probes(
     canary_url: str, stable_url: str, model: str, prompts: list[str], n: int, max_tokens: int = 4, timeout_s: float = 30.0,
+    openai_base: str = "/openai/v1",
 ) -> int:
     """Send ``n`` golden prompts to each arm's own address (tag routes), the same prompts to both.
 
@@ -133,7 +136,7 @@ def send_probes(
             for url in (canary_url, stable_url):
                 try:
                     client.post(
-                        url.rstrip("/") + "/openai/v1/completions",
+                        url.rstrip("/") + openai_base + "/completions",
                         json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
                     )
                     ok += 1

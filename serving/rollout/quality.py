@@ -105,10 +105,11 @@ def normalise(text: str) -> str:
     return text.split("\n", 1)[0].strip()
 
 
-def _answers(url: str, prompts: Sequence[GoldenPrompt], model: str, max_tokens: int, timeout_s: float) -> list[str]:
+def _answers(url: str, prompts: Sequence[GoldenPrompt], model: str, max_tokens: int, timeout_s: float,
+             openai_base: str = "/openai/v1") -> list[str]:
     import openai
 
-    base = f"{url.rstrip('/')}/openai/v1"
+    base = f"{url.rstrip('/')}{openai_base}"
     client = openai.OpenAI(base_url=base, api_key="none", timeout=timeout_s, max_retries=0)
     out: list[str] = []
     try:
@@ -152,6 +153,7 @@ def probe(
     model: str,
     max_tokens: int = 16,
     timeout_s: float = 10,
+    openai_base: str = "/openai/v1",
 ) -> QualityResult:
     """Score both revisions on ``prompts`` (exact match, greedy decoding).
 
@@ -162,6 +164,7 @@ def probe(
         model: model name as the server knows it (the OpenAI ``model`` field).
         max_tokens: completion length limit.
         timeout_s: per-request timeout.
+        openai_base: path of the runtime's OpenAI routes (``RuntimeProfile.openai_base``; vLLM: ``/v1``).
 
     Raises:
         ValueError: no prompts.
@@ -169,11 +172,11 @@ def probe(
     """
     if not prompts:
         raise ValueError("probe needs at least one golden prompt; use components.bootstrap.dataset.default_golden_set() or load_golden_set(path)")
-    canary_answers = _answers(canary_url, prompts, model, max_tokens, timeout_s)
+    canary_answers = _answers(canary_url, prompts, model, max_tokens, timeout_s, openai_base)
     canary_score, misses = _score(prompts, canary_answers)
     stable_score = None
     if stable_url is not None:
-        stable_score, _ = _score(prompts, _answers(stable_url, prompts, model, max_tokens, timeout_s))
+        stable_score, _ = _score(prompts, _answers(stable_url, prompts, model, max_tokens, timeout_s, openai_base))
     log.info(
         "quality probe: canary %.2f, stable %s on %d prompts",
         canary_score,

@@ -91,3 +91,24 @@ def test_step_runs_as_the_pipeline_account_and_the_role_fits(in_pod, tmp_path):
 def test_scrape_metrics_are_refused_on_a_cluster(tmp_path):
     with pytest.raises(RolloutStepError, match="prometheus"):
         run_rollout_step(_config("1", "", metrics_provider="scrape"), tmp_path)
+
+
+def test_pipeline_selects_the_vllm_runtime(in_pod, tmp_path):
+    """``serving_runtime=vllm``: the step creates a predictor on KServe's kserve-vllmserver, which the CRD accepts."""
+    kube, sa_dir, tracking = in_pod
+    backend = KServeBackend(in_cluster=None, service_account_dir=str(sa_dir), namespace=NS)
+    first = run_rollout_step(_config("1", tracking, serving_runtime="vllm", gpus=1,
+                                     node_selector="nvidia.com/gpu.present=true"), tmp_path / "w", backend=backend)
+    assert first.outcome == "promoted", first.reason
+    model = kube.object("llm", NS)["spec"]["predictor"]["model"]
+    assert model["runtime"] == "kserve-vllmserver" and model["modelFormat"]["name"] == "vLLM", model
+    assert "--model_version" not in " ".join(model.get("args", [])), "vLLM's server has no --model_version flag"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"serving_runtime": "vllm", "backend": "local", "metrics_provider": "scrape"}, "runs only on a cluster"),
+    ({"serving_runtime": "tgi"}, "unknown runtime 'tgi'"),
+])
+def test_impossible_runtime_settings_are_refused_before_anything_changes(tmp_path, change, message):
+    with pytest.raises(RolloutStepError, match=message):
+        run_rollout_step(_config("1", "", **change), tmp_path)

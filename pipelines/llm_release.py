@@ -17,6 +17,7 @@ from components.evaluate.component import evaluate
 from components.finetune.component import finetune as finetune_op
 from components.import_model.component import import_model
 from components.register.component import register
+from components.release_report.component import release_report
 from components.rollout.component import rollout
 
 from pipelines.params import cluster_defaults
@@ -213,5 +214,23 @@ def llm_release(
         ).set_display_name("canary rollout")
         released.set_caching_options(False)
         _mlflow_env(released)
+        page = release_report(
+            model_name=model_name,
+            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            outcome=released.outputs["Output"],
+            version=registered.output,
+            base_model=base_model,
+            dataset=dataset,
+            dataset_sha256=data.outputs["Output"],
+            image_ref=image.output,
+            champion_json=champion.output,
+            finetune_metrics=tuned.outputs["metrics"],
+            loss_curve=tuned.outputs["loss_curve"],
+            eval_metrics=evaluated.outputs["metrics"],
+            eval_report=evaluated.outputs["report"],
+            rollout_report=released.outputs["report"],
+            rollout_record=released.outputs["record"],
+        ).set_display_name("release report")
+        page.set_caching_options(False)
     with dsl.Else(name="gate failed"):
         gate_failed(report=evaluated.outputs["report"]).set_display_name("gate failed")

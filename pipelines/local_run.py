@@ -284,7 +284,7 @@ def write_release_report(result: LocalRunResult, board: StageBoard, params: Rele
 
     Written as ``report.html`` in the run's folder (next to every step's own outputs).
     """
-    from components.release_report import CanaryInterval, ReleaseFacts, StageLine, render_html
+    from components.release_report import ReleaseFacts, StageLine, render_html
 
     run_dir = result.outputs_dir
 
@@ -353,7 +353,7 @@ def write_release_report(result: LocalRunResult, board: StageBoard, params: Rele
         image_ref=image_ref,
         image_size_bytes=_image_size(paths, image_ref),
         canary_steps=steps or tuple(int(s) for s in params.traffic_steps.split(",") if s.strip()),
-        canary=tuple(CanaryInterval(**c) for c in canary),
+        canary=canary,
         canary_duration_s=duration,
         rollout_report_md=text(rolled, "report"),
         log_path=str(result.log_path or ""),
@@ -434,10 +434,10 @@ def _image_size(paths: dict[str, Path], image_ref: str) -> int | None:
     return sum(int(p.get("size", 0)) for p in parts) or None
 
 
-def _canary_record(serving_dir: Path, name: str, version: str | None) -> tuple[list[dict], tuple[int, ...], float | None]:
+def _canary_record(serving_dir: Path, name: str, version: str | None) -> tuple[tuple, tuple[int, ...], float | None]:
     """This version's canary intervals from the rollout state the controller keeps on the InferenceService."""
     if not version:
-        return [], (), None
+        return (), (), None
     from serving.backends.base import BackendError
     from serving.backends.local import LocalBackend
     from serving.rollout.state import RolloutState
@@ -445,15 +445,10 @@ def _canary_record(serving_dir: Path, name: str, version: str | None) -> tuple[l
     try:
         state = RolloutState.from_obj(LocalBackend(serving_dir).get(name, "default"))
     except (BackendError, ValueError, OSError):
-        return [], (), None
+        return (), (), None
     if state is None or str(state.target_version) != str(version):
-        return [], (), None
-    t0 = state.started
-    rows = [
-        {"start_s": float(iv.get("start", t0)) - t0, "end_s": float(iv.get("end", t0)) - t0,
-         "weight": int(iv.get("weight", 0)), "verdict": str(iv.get("phase", "")),
-         "reasons": tuple(str(r) for r in iv.get("reasons") or ())}
-        for iv in state.intervals
-    ]
-    duration = (state.finished - t0) if state.finished else None
-    return rows, tuple(state.steps), duration
+        return (), (), None
+    from components.release_report import canary_from_report
+
+    return canary_from_report({"started": state.started, "finished": state.finished,
+                               "steps": list(state.steps), "intervals": list(state.intervals)})

@@ -49,7 +49,7 @@ class ReleaseFacts:
     run_name: str  # the pipeline run
     outcome: str  # promoted | rolled_back | gate_failed | error
     message: str  # why, in one line
-    wall_s: float  # the whole run
+    wall_s: float | None  # the whole run; None when the step cannot know it (a Kubeflow run: the UI shows it)
     stages: tuple[StageLine, ...] = ()
     version: str | None = None  # the registered version, None when the gate stopped it
     champion_before: str | None = None  # the champion it was compared with
@@ -180,7 +180,7 @@ def render_html(facts: ReleaseFacts) -> str:
         f"<title>Release of {_e(f.model_name)}: {_e(f.outcome)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Release of <code>{_e(f.model_name)}</code>" + (f" v{_e(f.version)}" if f.version else "") + "</h1>",
-        f'<p class="muted">pipeline run <code>{_e(f.run_name)}</code> · {f.wall_s:.0f}s'
+        f'<p class="muted">pipeline run <code>{_e(f.run_name)}</code>' + (f" · {f.wall_s:.0f}s" if f.wall_s is not None else "")
         + (f" · full log <code>{_e(f.log_path)}</code>" if f.log_path else "") + "</p>",
         f'<p id="outcome"><span class="outcome" style="background:{colour}">{_e(f.outcome.replace("_", " "))}</span> '
         f"{_e(f.message)}</p>",
@@ -255,3 +255,23 @@ def render_html(facts: ReleaseFacts) -> str:
 
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def canary_from_report(report: Mapping[str, Any]) -> tuple[tuple[CanaryInterval, ...], tuple[int, ...], float | None]:
+    """The canary timeline from a rollout report (``serving.rollout.report.build_report``'s data).
+
+    Returns the intervals (seconds since the rollout started), the traffic steps and the rollout's
+    duration (None while it has not finished).
+    """
+    t0 = report.get("started")
+    if t0 is None:
+        return (), tuple(int(s) for s in report.get("steps") or ()), None
+    t0 = float(t0)
+    rows = tuple(
+        CanaryInterval(start_s=float(iv.get("start", t0)) - t0, end_s=float(iv.get("end", t0)) - t0,
+                       weight=int(iv.get("weight", 0)), verdict=str(iv.get("phase", "")),
+                       reasons=tuple(str(r) for r in iv.get("reasons") or ()))
+        for iv in report.get("intervals") or ()
+    )
+    finished = report.get("finished")
+    return rows, tuple(int(s) for s in report.get("steps") or ()), (float(finished) - t0) if finished else None

@@ -1,7 +1,7 @@
 """KFP component of the rollout step: calls :func:`components.rollout.step.run_rollout_step` and nothing else."""
 
 from kfp import dsl
-from kfp.dsl import Markdown, Metrics, Output
+from kfp.dsl import Artifact, Markdown, Metrics, Output
 
 from components.images import COMPONENT_OPTIONS
 
@@ -13,6 +13,7 @@ def rollout(
     model_version: str,
     report: Output[Markdown],
     metrics: Output[Metrics],
+    record: Output[Artifact],
     backend: str = "kserve",
     namespace: str = "llmops",
     deployment_mode: str = "Serverless",
@@ -54,6 +55,7 @@ def rollout(
     ))
     print(summary_json(result))
     Path(report.path).write_text(result.report_markdown)
+    Path(record.path).write_text(json.dumps(result.report, default=str))  # the rollout as data (the release report reads it)
     if result.outcome not in ("promoted", "rolled_back"):
         raise SystemExit(f"rollout of {model_name} v{model_version} failed: {result.reason}")
     metrics.log_metric("promoted", 1.0 if result.outcome == "promoted" else 0.0)

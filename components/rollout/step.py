@@ -113,6 +113,7 @@ class RolloutStepResult:
     reason: str  # one line: why
     report_markdown: str  # the rollout report (the step's Markdown artifact)
     report_uri: str | None  # where MLflow keeps the report (runs:/...), None when not stored
+    report: dict | None = None  # the rollout as data (serving.rollout.report.build_report)
 
     @property
     def exit_code(self) -> int:
@@ -209,7 +210,8 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
             report_uri = writer(result.report)  # the final report (also after an error) replaces earlier copies
         except Exception as exc:  # the verdict stands without the stored copy
             markdown += f"\n\nreport not stored in MLflow: {exc}\n"
-    return RolloutStepResult(outcome=result.outcome, reason=result.reason, report_markdown=markdown, report_uri=report_uri)
+    return RolloutStepResult(outcome=result.outcome, reason=result.reason, report_markdown=markdown, report_uri=report_uri,
+                             report=result.report or None)
 
 
 def _start_load(backend, config: RolloutStepConfig, prompts: list[str]):

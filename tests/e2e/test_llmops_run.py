@@ -212,6 +212,14 @@ def test_release_promotes_then_gate_stops_then_canary_rolls_back(state, tmp_path
     assert "rolled back" in dom and 'class="canary-chart"' in dom
     # a rollback follows a verdict that was not Successful (Failed red, Inconclusive orange, Error brown)
     assert re.search(r'<circle class="verdict"[^>]*fill="#(c62828|ef6c00|6d4c41)"', dom), "the deciding verdict"
+    # the pipeline's own release-report task wrote the page Kubeflow shows as the run's HTML artifact
+    artifact = Path(_line(slow.stdout, "reports and metrics")) / "release-report" / "report"
+    assert artifact.is_file(), "the release-report task wrote no HTML artifact"
+    page = tmp_path / "kfp-release-report.html"
+    page.write_bytes(artifact.read_bytes())
+    kdom = _chromium_dom(page, tmp_path / "chromium-kfp")
+    assert "rolled back" in kdom and 'class="canary-chart"' in kdom and 'id="loss-curve"' in kdom
+    assert tags["llmops.source_model"] in kdom and "champion after<b>v1</b>" in kdom
 
 
 def test_bad_parameters_are_refused_before_anything_runs(tmp_path):

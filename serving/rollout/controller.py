@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from llmops_core.faults import kill_point
 from serving.backends.base import BackendError, Conflict, NotFound, PredictorStatus, ServingBackend, revision_failure
 from serving.isvc import (
     DEPLOYMENT_MODE_ANNOTATION,
@@ -60,6 +61,7 @@ from serving.rollout.state import (
     with_annotations,
 )
 from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy
+
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +365,7 @@ class RolloutController:
         )
         self._rollout_id = state.rollout_id
         written = self._write(body, state, now)
+        kill_point("rollout.applied")
         self._event(written, "RolloutStarted", f"canary v{self.target_version} at {weight}% (stable v{prev_version or '?'})")
         log.info(
             "%s: rollout %s started: v%s -> v%s, %d%% to the canary",
@@ -421,6 +424,7 @@ class RolloutController:
             self._primed = (state.rollout_id, state.step_index)
             new = state.evolve(interval_start=now, canary_revision=canary_rev or state.canary_revision)
             self._write(obj, new, now)
+            kill_point("rollout.interval_started")
             return StepOutcome(
                 new.phase.value, "waiting", weight, f"canary ready at {weight}%; analysis interval started",
                 next_check_s=self.strategy.interval_s,
@@ -498,6 +502,7 @@ class RolloutController:
         body = copy.deepcopy(obj)
         self._router(state).set_weight(body, state, weight)
         written = self._write(body, state, now)
+        kill_point("rollout.traffic_changed")
         self._event(written, "CanaryAdvanced", f"v{state.target_version} passed its analysis; canary now at {weight}%")
         log.info("%s: v%s passed step %d, canary now at %d%%", self.name, state.target_version, index, weight)
         return StepOutcome(state.phase.value, "advanced", weight, f"canary at {weight}%", next_check_s=0.5, analysis=analysis)
@@ -517,6 +522,7 @@ class RolloutController:
             failures=0,
         )
         written = self._write(body, state, now)
+        kill_point("rollout.promotion_written")
         self._event(written, "CanaryPromoted", f"v{state.target_version} promoted: {state.reason}")
         log.info("%s: v%s promoted (%s)", self.name, state.target_version, state.reason)
         return StepOutcome(state.phase.value, "promoted", 100, state.reason, next_check_s=0.0, analysis=analysis)
@@ -536,6 +542,7 @@ class RolloutController:
                                hooks_pending=(), bake_until=None)
         new = new.evolve(baseline=state.baseline, promoted_at=state.promoted_at if was_promoted else None)
         written = self._write(body, new, now)
+        kill_point("rollout.rollback_written")
         self._event(written, "CanaryRollback", f"v{state.target_version} rolled back: {reason}", warning=True)
         log.warning("%s: rolling back v%s: %s", self.name, state.target_version, reason)
         return StepOutcome(new.phase.value, "rolling_back", 0, reason, next_check_s=0.0, analysis=analysis)

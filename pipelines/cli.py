@@ -111,6 +111,10 @@ def _main(argv: list[str] | None) -> int:
     )
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
+    else:
+        # one INFO line per HTTP request (the load generator's, each metrics scrape) drowns what happened; -v shows them
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     install()
     if not getattr(args, "func", None):
         parser.print_help()

@@ -41,6 +41,7 @@ def test_cli_rolls_back_a_faulty_canary_on_real_servers(tiny_model, tmp_path):
         assert "rollout cli/chat v2: ROLLED BACK" in done.stdout
         assert "error rate" in done.stdout
         assert "canary  10%" in done.stderr  # progress lines
+        assert "HTTP Request" not in done.stderr, "one log line per load-generator request"
         report = json.loads((tmp_path / "report" / "rollout.json").read_text())
         assert report["outcome"] == "rolled_back" and report["step_reached"] == 10
         assert predictor_version(backend.get("chat", "cli")["spec"]["predictor"]) == "1"

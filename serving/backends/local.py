@@ -16,7 +16,8 @@ How KServe/Knative behaviour maps here:
   from the newest revision's creates revision ``<name>-predictor-<5 digits>``;
   a spec equal to an older revision's reuses that revision (no second process).
 * Traffic and rolled-out bookkeeping follow KServe's ksvc reconciler and
-  ``PropagateStatus`` (:func:`route_traffic`, :func:`propagate_rollout`).
+  ``PropagateStatus`` (:func:`~serving.backends.local_traffic.route_traffic`,
+  :func:`~serving.backends.local_traffic.propagate_rollout`).
 * Tag routing (annotation ``serving.kserve.io/enable-tag-routing: "true"``):
   KServe's ``latest-<host>`` / ``prev-<host>`` addresses are the router's
   ``/_tag/latest/...`` and ``/_tag/prev/...`` path prefixes here.
@@ -46,13 +47,21 @@ read-modify-write::
 Processes are started detached (own session), so endpoints outlive the Python
 process that created them until :meth:`LocalBackend.delete` (``llmops down``).
 
+This module is the backend itself (the interface, reconcile and status); its parts::
+
+    local_traffic.py   Knative's traffic and revision bookkeeping, pure (RevisionBookkeeping, reconcile_traffic)
+    local_launch.py    what a revision runs: check_supported, launch_spec, the server's argv and env
+    local_process.py   free ports, liveness, log tails; Processes: spawn, stop, reap and the spawn journal
+    local_store.py     StateStore: state.json under the flock
+
 Errors::
 
     BackendError                      (serving.backends.base)
     ├── BackendUnavailable            the state folder or a launcher is unusable
     ├── NotFound
     ├── Conflict                      stale metadata.resourceVersion
-    └── LocalSpecError (ValueError)   valid for KServe but not runnable locally (says what to use)
+    └── LocalSpecError (ValueError)   valid for KServe but not runnable locally (says what to use;
+                                      serving.backends.local_launch)
 
 Objects that fail KServe's CRD schema raise :class:`serving.isvc.IsvcSchemaError`.
 """
@@ -61,27 +70,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime as _dt
-import fcntl
 import json
 import logging
 import os
-import re
 import shlex
-import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-from llmops_core.faults import kill_point
 from serving.backends.base import (
-    BackendError,
     BackendUnavailable,
     Conflict,
     Endpoints,
@@ -89,369 +88,38 @@ from serving.backends.base import (
     ServingBackend,
     TrafficTarget,
 )
-from serving.isvc import (
-    DEPLOYMENT_MODE_ANNOTATION,
-    MODEL_FORMAT,
-    TAG_ROUTING_ANNOTATION,
-    DeploymentMode,
-    IsvcSpecError,
-    validate_isvc,
+from serving.backends.local_launch import (
+    LaunchSpec,
+    check_supported,
+    is_image_ref,
+    launch_spec,
+    resolve_model_dir,
+    server_argv,
+    server_env,
 )
+from serving.backends.local_process import Processes, free_port, http_ok, log_tail, process_alive, process_create_time
+from serving.backends.local_store import StateStore, atomic_write_json, recorded_pids
+from serving.backends.local_traffic import (
+    RevisionBookkeeping,
+    condition,
+    keep_transition_times,
+    now_iso,
+    predictor_condition,
+    predictor_template,
+    reconcile_traffic,
+    revision_name,
+    revisions_to_keep,
+    same_template,
+    tag_routing_enabled,
+)
+from serving.isvc import validate_isvc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path(".llmops") / "serving"
-MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"
 TAG_PREFIX = "/_tag/"  # router path prefix standing in for KServe's "<tag>-" hostnames
 ROUTER_HEALTH_PATH = "/_router/health"
 READY_PATH = "/v2/health/ready"
-STATE_VERSION = 1
-
-
-class LocalSpecError(BackendError, ValueError):
-    """The InferenceService is valid for KServe but the local backend cannot run it."""
-
-
-# --------------------------------------------------------------------------- pure logic
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """The revision bookkeeping KServe keeps in ``status.components.predictor``."""
-
-    latest_created: str | None = None  # newest revision (new spec or reused one)
-    latest_ready: str | None = None  # newest revision that became ready
-    latest_rolledout: str | None = None  # last revision that took 100% of traffic
-    previous_rolledout: str | None = None  # the one rolled out before it
-
-
-def predictor_template(predictor: dict[str, Any]) -> dict[str, Any]:
-    """The part of ``spec.predictor`` that defines a revision (all but ``canaryTrafficPercent``)."""
-    return {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
-
-
-def same_template(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Compare two revision templates structurally (key order does not matter)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-
-
-def revision_name(service: str, number: int) -> str:
-    """Knative-style revision name: ``<service>-predictor-00001``."""
-    return f"{service}-predictor-{number:05d}"
-
-
-def route_traffic(state: RolloutState, canary_percent: int | None, tag_routing: bool) -> tuple[TrafficTarget, ...]:
-    """Traffic targets as KServe's ksvc reconciler writes them, resolved to revisions.
-
-    ``latestRevision: true`` targets resolve to the latest *ready* revision (as
-    Knative routes them); with no ready revision there is no traffic yet.
-
-    Args:
-        state: current revision bookkeeping.
-        canary_percent: ``spec.predictor.canaryTrafficPercent`` or None.
-        tag_routing: the tag-routing annotation is ``"true"``.
-    """
-    if state.latest_ready is None:
-        return ()
-    latest_tag = "latest" if tag_routing else None
-    if canary_percent is not None and state.latest_rolledout:
-        targets = [TrafficTarget(state.latest_ready, canary_percent, latest=True, tag=latest_tag)]
-        if canary_percent < 100:
-            targets.append(TrafficTarget(state.latest_rolledout, 100 - canary_percent, latest=False, tag="prev"))
-        return tuple(targets)
-    return (TrafficTarget(state.latest_ready, 100, latest=True, tag=latest_tag),)
-
-
-def propagate_rollout(state: RolloutState, traffic: Sequence[TrafficTarget]) -> RolloutState:
-    """Update the rolled-out revisions from the traffic in force (KServe's ``PropagateStatus``).
-
-    The latest ready revision taking 100% becomes ``latest_rolledout`` (the former
-    one moves to ``previous_rolledout``). When a rolled-out latest revision is
-    split with itself below 100% (a canary set on an already promoted spec), the
-    rollout falls back to ``previous_rolledout``.
-    """
-    by_revision: dict[str, int] = {}
-    for t in traffic:
-        by_revision[t.revision] = by_revision.get(t.revision, 0) + t.percent
-    rolledout, previous = state.latest_rolledout, state.previous_rolledout
-    for t in traffic:
-        if not (t.latest and t.revision == state.latest_ready):
-            continue
-        if rolledout != state.latest_ready:
-            if t.percent == 100:
-                previous, rolledout = rolledout, state.latest_ready
-        elif state.latest_ready == state.latest_created and t.percent < 100:
-            if by_revision.get(t.revision) == 100 and previous:
-                rolledout = previous
-    return RolloutState(state.latest_created, state.latest_ready, rolledout, previous)
-
-
-def reconcile_traffic(
-    state: RolloutState, canary_percent: int | None, tag_routing: bool
-) -> tuple[RolloutState, tuple[TrafficTarget, ...]]:
-    """Alternate :func:`route_traffic` and :func:`propagate_rollout` until nothing changes.
-
-    KServe reaches the same fixed point over successive reconcile loops.
-    """
-    traffic = route_traffic(state, canary_percent, tag_routing)
-    for _ in range(4):
-        nxt = propagate_rollout(state, traffic)
-        nxt_traffic = route_traffic(nxt, canary_percent, tag_routing)
-        if nxt == state and nxt_traffic == traffic:
-            break
-        state, traffic = nxt, nxt_traffic
-    return state, traffic
-
-
-def revisions_to_keep(state: RolloutState, traffic: Sequence[TrafficTarget]) -> frozenset[str]:
-    """Revisions whose processes must stay up: serving traffic, latest, or a rollback target."""
-    keep = {t.revision for t in traffic}
-    keep.update(
-        r
-        for r in (state.latest_created, state.latest_ready, state.latest_rolledout, state.previous_rolledout)
-        if r
-    )
-    return frozenset(keep)
-
-
-def is_image_ref(uri: str) -> bool:
-    """Whether ``storageUri`` names a modelcar image rather than a folder."""
-    return uri.strip().startswith(("oci://", "oci-layout:"))
-
-
-def resolve_model_dir(storage_uri: str, base: Path | None = None, pull_cache: Path | None = None) -> Path:
-    """Turn ``storageUri`` into a local folder path, pulling a modelcar image into ``pull_cache``.
-
-    Raises:
-        LocalSpecError: a remote scheme the local backend cannot read.
-    """
-    uri = storage_uri.strip()
-    if is_image_ref(uri):
-        if "@sha256:" not in uri:
-            raise LocalSpecError(
-                f"spec.predictor.model.storageUri: {storage_uri!r} is not pinned by digest; "
-                "use oci://host/repo@sha256:<digest> (what `llmops build-image` prints)"
-            )
-        digest_hex = uri.rsplit("@sha256:", 1)[1]
-        if not re.fullmatch(r"[0-9a-f]{64}", digest_hex):
-            raise LocalSpecError(
-                f"spec.predictor.model.storageUri: {storage_uri!r} has a malformed digest (sha256: must be "
-                "followed by 64 lowercase hex digits); copy the reference `llmops build-image` printed"
-            )
-        if pull_cache is None:  # validating only: where the pull will land
-            return Path(".llmops-models") / digest_hex
-        from components.build_image.pull import pull_model
-
-        host = uri.removeprefix("oci://").split("/", 1)[0]
-        insecure = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
-        return pull_model(uri, pull_cache, insecure=insecure)
-    if uri.startswith("file://"):
-        path = Path(uri[len("file://") :])
-    elif "://" in uri:
-        scheme = uri.split(":", 1)[0]
-        raise LocalSpecError(
-            f"spec.predictor.model.storageUri: {storage_uri!r} uses {scheme}:, which the local backend "
-            "cannot read; point it at a local model folder (a path or file:///path), e.g. the folder "
-            "`llmops bootstrap` or the import step wrote, or use the kserve backend"
-        )
-    else:
-        path = Path(uri)
-    if not path.is_absolute():
-        path = (base or Path.cwd()) / path
-    return path
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """What one revision's model server process is started with."""
-
-    model_dir: Path  # resolved storageUri
-    model_version: str  # LLMOPS_MODEL_VERSION, or the revision name when unset
-    args: tuple[str, ...]  # spec.predictor.model.args
-    env: tuple[tuple[str, str], ...]  # spec.predictor.model.env (literal values)
-
-
-def launch_spec(predictor: dict[str, Any], revision: str, base: Path | None = None) -> LaunchSpec:
-    """Read what the local backend needs from ``spec.predictor``.
-
-    Raises:
-        LocalSpecError: the predictor uses something only a cluster can run.
-    """
-    if predictor.get("containers") or "model" not in predictor:
-        raise LocalSpecError(
-            "spec.predictor: the local backend runs `model` predictors (modelFormat "
-            f"{MODEL_FORMAT!r} with a storageUri); custom containers/images need the kserve backend"
-        )
-    model = predictor["model"]
-    fmt = (model.get("modelFormat") or {}).get("name")
-    if fmt != MODEL_FORMAT:
-        raise LocalSpecError(
-            f"spec.predictor.model.modelFormat.name: {fmt!r} is not served locally; the local backend "
-            f"runs the llmops model server, use modelFormat {{name: {MODEL_FORMAT}}}"
-        )
-    if not model.get("storageUri"):
-        raise LocalSpecError("spec.predictor.model.storageUri: required by the local backend (a local model folder)")
-    env: list[tuple[str, str]] = []
-    for i, item in enumerate(model.get("env") or ()):
-        if "value" not in item or item.get("valueFrom"):
-            raise LocalSpecError(
-                f"spec.predictor.model.env[{i}] ({item.get('name')}): the local backend takes literal "
-                "`value`s only (no valueFrom: there are no Secrets or ConfigMaps here)"
-            )
-        env.append((item["name"], str(item["value"])))
-    args = tuple(str(a) for a in model.get("args") or ())
-    version = _flag_value(args, "--model_version") or dict(env).get(MODEL_VERSION_ENV) or revision
-    return LaunchSpec(
-        model_dir=resolve_model_dir(model["storageUri"], base),
-        model_version=version,
-        args=args,
-        env=tuple(env),
-    )
-
-
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
-    """The value of ``flag`` in ``args`` (``--flag v`` or ``--flag=v``; the last one wins)."""
-    value = None
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            value = args[i + 1]
-        elif a.startswith(flag + "="):
-            value = a.split("=", 1)[1]
-    return value
-
-
-def check_supported(obj: dict[str, Any]) -> None:
-    """Refuse InferenceServices the local backend cannot honour (beyond the CRD schema).
-
-    Raises:
-        LocalSpecError: naming the field and what to use instead.
-    """
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    mode = annotations.get(DEPLOYMENT_MODE_ANNOTATION)
-    if mode is not None:
-        try:
-            parsed = DeploymentMode.parse(mode)
-        except IsvcSpecError as exc:
-            raise LocalSpecError(f"metadata.annotations[{DEPLOYMENT_MODE_ANNOTATION}]: {exc}") from None
-        if parsed is not DeploymentMode.SERVERLESS:
-            raise LocalSpecError(
-                f"metadata.annotations[{DEPLOYMENT_MODE_ANNOTATION}]: {mode!r}; the local backend "
-                "implements Serverless revisions (canaryTrafficPercent, tag routing); set it to "
-                "Serverless or use the kserve backend"
-            )
-    spec = obj.get("spec") or {}
-    for comp in ("transformer", "explainer"):
-        if spec.get(comp):
-            raise LocalSpecError(f"spec.{comp}: not supported by the local backend (predictor only)")
-    predictor = spec.get("predictor") or {}
-    pct = predictor.get("canaryTrafficPercent")
-    # Knative refuses a traffic percent outside 0..100 (serving pkg/apis/serving/v1 TrafficTarget.Validate)
-    if pct is not None and (isinstance(pct, bool) or not isinstance(pct, int) or not 0 <= pct <= 100):
-        raise LocalSpecError(
-            f"spec.predictor.canaryTrafficPercent: {pct!r} is not a whole percent from 0 to 100; "
-            "set e.g. 10 for a 10% canary, or remove it to send all traffic to the latest revision"
-        )
-    launch_spec(predictor, "check")
-
-
-def _now_iso(clock: Callable[[], float]) -> str:
-    return _dt.datetime.fromtimestamp(clock(), tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _condition(type_: str, status: str, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
-    cond: dict[str, Any] = {"type": type_, "status": status}
-    if reason:
-        cond["reason"] = reason
-    if message:
-        cond["message"] = message
-    return cond
-
-
-def predictor_condition(revisions: dict[str, dict[str, Any]], state: RolloutState) -> dict[str, Any]:
-    """``PredictorReady`` from the revisions' states (Knative's ConfigurationsReady).
-
-    True when the latest created revision is ready and every revision taking
-    traffic is up; False when one of them failed (the reason carries its exit
-    status and last log lines); Unknown while the latest one is starting.
-    """
-    latest = revisions.get(state.latest_created or "")
-    if latest is None:
-        return _condition("PredictorReady", "Unknown", "RevisionMissing", "no revision has been created yet")
-    if latest["state"] == "Failed":
-        return _condition(
-            "PredictorReady",
-            "False",
-            "RevisionFailed",
-            f"Revision {state.latest_created!r} failed with message: {latest.get('reason')}",
-        )
-    if latest["state"] != "Ready":
-        return _condition(
-            "PredictorReady",
-            "Unknown",
-            "RevisionMissing",
-            f"Configuration is waiting for Revision {state.latest_created!r} to become ready",
-        )
-    return _condition("PredictorReady", "True")
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _process_alive(pid: int | None, create_time: float | None) -> bool:
-    """True when ``pid`` still runs and is the process we started (not a reused PID)."""
-    import psutil
-
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 1.0:
-            return False
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _create_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
-def _tail(path: Path, lines: int = 6, max_bytes: int = 16384) -> str:
-    """The last non-empty lines of a log file, joined with `` | ``."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " | ".join(kept[-lines:])
-
-
-def _http_ok(url: str, timeout: float) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(url, timeout=timeout).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-# --------------------------------------------------------------------------- the backend
 
 
 class LocalBackend(ServingBackend):
@@ -509,10 +177,8 @@ class LocalBackend(ServingBackend):
         # The supervisor reconciles on the wall clock: a backend with an injected clock (tests) must not race it.
         self.supervise = (clock is time.time) if supervise is None else supervise
         self.supervise_interval_s = supervise_interval_s
-        self._thread_lock = threading.RLock()
-        self._depth = 0
-        self._lock_fh: Any = None
-        self._children: dict[int, subprocess.Popen] = {}  # reaped when seen dead
+        self._procs = Processes(self.state_dir / "procs")
+        self._store = StateStore(self.state_dir, after_load=self._stop_orphans, after_save=self._prune_spawn_journal)
         try:
             for sub in ("routes", "logs"):
                 (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -525,7 +191,7 @@ class LocalBackend(ServingBackend):
     # ------------------------------------------------------------------ interface
 
     def get(self, name: str, namespace: str) -> dict[str, Any]:
-        with self._locked() as state:
+        with self._store.locked() as state:
             record = self._record(state, name, namespace)
             self._reconcile(state, record)
             return copy.deepcopy(record["object"])
@@ -542,7 +208,7 @@ class LocalBackend(ServingBackend):
         check_supported(body)
         name, namespace = meta["name"], meta["namespace"]
         predictor = body["spec"]["predictor"]
-        with self._locked() as state:
+        with self._store.locked() as state:
             key = _key(name, namespace)
             record = state["services"].get(key)
             if record is None:
@@ -589,7 +255,7 @@ class LocalBackend(ServingBackend):
     def patch_annotations(
         self, name: str, namespace: str, annotations: dict[str, str | None], resource_version: str
     ) -> dict[str, Any]:
-        with self._locked() as state:
+        with self._store.locked() as state:
             record = self._record(state, name, namespace)
             meta = record["object"]["metadata"]
             if str(resource_version) != meta["resourceVersion"]:
@@ -609,28 +275,28 @@ class LocalBackend(ServingBackend):
             return copy.deepcopy(record["object"])
 
     def delete(self, name: str, namespace: str) -> None:
-        with self._locked() as state:
+        with self._store.locked() as state:
             record = state["services"].pop(_key(name, namespace), None)
             if record is None:
                 return
             for rev_name, rev in record["revisions"].items():
                 if rev.get("pid"):
-                    self._stop(rev, f"revision {rev_name}")
-            self._stop(record["router"], f"router of {namespace}/{name}")
+                    self._procs.stop(rev, f"revision {rev_name}", self.stop_timeout_s)
+            self._procs.stop(record["router"], f"router of {namespace}/{name}", self.stop_timeout_s)
             with contextlib.suppress(FileNotFoundError):
                 self._routes_path(name, namespace).unlink()
             log.info("deleted InferenceService %s/%s and stopped its processes", namespace, name)
 
     def endpoints(self, name: str, namespace: str) -> Endpoints:
-        with self._locked() as state:
+        with self._store.locked() as state:
             record = self._record(state, name, namespace)
             url = self._router_url(record)
-            if _tag_routing(record["object"]):
+            if tag_routing_enabled(record["object"]):
                 return Endpoints(url=url, latest_url=url + TAG_PREFIX + "latest", prev_url=url + TAG_PREFIX + "prev")
             return Endpoints(url=url)
 
     def revision_urls(self, name: str, namespace: str, revision: str) -> tuple[str, ...]:
-        with self._locked() as state:
+        with self._store.locked() as state:
             record = self._record(state, name, namespace)
             rev = record["revisions"].get(revision)
             if not rev or rev["state"] not in ("Starting", "Ready") or not rev.get("port"):
@@ -643,7 +309,7 @@ class LocalBackend(ServingBackend):
     def for_supervision(cls, state_dir: str | os.PathLike[str], name: str, namespace: str) -> "LocalBackend":
         """A backend configured as the one that started the service (its settings are in the state)."""
         backend = cls(state_dir, supervise=True)
-        with backend._locked() as state:
+        with backend._store.locked() as state:
             conf = dict(backend._record(state, name, namespace).get("supervision") or {})
         for key in ("server_command", "router_command", "host", "ready_timeout_s", "probe_timeout_s",
                     "stop_timeout_s", "restart_backoff_s", "max_restart_backoff_s", "supervise_interval_s"):
@@ -661,12 +327,12 @@ class LocalBackend(ServingBackend):
 
     def services(self) -> list[tuple[str, str]]:
         """``(namespace, name)`` of every InferenceService in this state folder."""
-        with self._locked() as state:
+        with self._store.locked() as state:
             return sorted(tuple(k.split("/", 1)) for k in state["services"])  # type: ignore[misc]
 
     def pids(self, name: str, namespace: str) -> dict[str, int]:
         """PIDs of the running processes of one service (``router`` and each revision)."""
-        with self._locked() as state:
+        with self._store.locked() as state:
             record = self._record(state, name, namespace)
             out = {rev: r["pid"] for rev, r in record["revisions"].items() if r.get("pid")}
             if record["router"].get("pid"):
@@ -701,102 +367,13 @@ class LocalBackend(ServingBackend):
                 return obj
             sleep(poll_s)
 
-    # ------------------------------------------------------------------ state file
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, Any]]:
-        """Hold the state lock (reentrant) and yield the state; save it on success."""
-        with self._thread_lock:
-            outer = self._depth == 0
-            if outer:
-                try:
-                    self._lock_fh = open(self.state_dir / "state.lock", "a+")
-                    fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX)
-                except OSError as exc:
-                    raise BackendUnavailable(f"cannot lock {self.state_dir / 'state.lock'}: {exc}") from exc
-                self._state = self._load()
-                self._stop_orphans(self._state)
-                loaded = json.dumps(self._state, sort_keys=True)
-            self._depth += 1
-            try:
-                yield self._state
-                if outer and json.dumps(self._state, sort_keys=True) != loaded:
-                    self._save(self._state)
-            finally:
-                self._depth -= 1
-                if outer:
-                    fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
-                    self._lock_fh.close()
-                    self._lock_fh = None
-                    self._state = None
-
-    def _load(self) -> dict[str, Any]:
-        path = self.state_dir / "state.json"
-        try:
-            with open(path, encoding="utf-8") as fh:
-                state = json.load(fh)
-        except FileNotFoundError:
-            return {"version": STATE_VERSION, "resourceVersion": 0, "services": {}}
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BackendUnavailable(
-                f"local serving state {path} is unreadable ({exc}); stop the processes it lists "
-                "by hand or move the folder away and apply again"
-            ) from exc
-        return state
-
-    def _save(self, state: dict[str, Any]) -> None:
-        _atomic_write_json(self.state_dir / "state.json", state)
-        self._prune_spawn_journal(state)
-
-    # Spawn journal: a process is recorded in procs/<pid>.json the moment it starts, before
-    # state.json is saved; a controller killed in between leaves an entry that the next lock
-    # holder (a rerun, `llmops down`) finds and stops, so no model server is orphaned or duplicated.
-
-    def _journal_dir(self) -> Path:
-        return self.state_dir / "procs"
-
-    def _journal(self, proc: subprocess.Popen, argv: list[str]) -> None:
-        self._journal_dir().mkdir(parents=True, exist_ok=True)
-        _atomic_write_json(self._journal_dir() / f"{proc.pid}.json",
-                           {"pid": proc.pid, "create_time": _create_time(proc.pid), "argv": argv})
-
-    def _recorded_pids(self, state: dict[str, Any]) -> set[int]:
-        pids = set()
-        for record in state.get("services", {}).values():
-            pids.update(r["pid"] for r in record.get("revisions", {}).values() if r.get("pid"))
-            if record.get("router", {}).get("pid"):
-                pids.add(record["router"]["pid"])
-        return pids
-
-    def _journal_entries(self) -> list[tuple[Path, dict[str, Any]]]:
-        out = []
-        for path in sorted(self._journal_dir().glob("*.json")) if self._journal_dir().is_dir() else ():
-            try:
-                out.append((path, json.loads(path.read_text())))
-            except (OSError, ValueError):
-                out.append((path, {}))
-        return out
-
-    def _prune_spawn_journal(self, state: dict[str, Any]) -> None:
-        recorded = self._recorded_pids(state)
-        for path, entry in self._journal_entries():
-            if entry.get("pid") in recorded or not _process_alive(entry.get("pid"), entry.get("create_time")):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+    # ------------------------------------------------------------------ state
 
     def _stop_orphans(self, state: dict[str, Any]) -> None:
-        """Stop processes started by a holder that died before saving state.json (under the lock)."""
-        recorded = self._recorded_pids(state)
-        for path, entry in self._journal_entries():
-            pid = entry.get("pid")
-            if pid in recorded or pid in self._children:
-                continue
-            if _process_alive(pid, entry.get("create_time")):
-                log.warning("stopping orphaned process %s (started but never recorded): %s", pid,
-                            shlex.join(entry.get("argv") or []))
-                self._stop({"pid": pid, "create_time": entry.get("create_time")}, f"orphaned process {pid}")
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        self._procs.stop_orphans(recorded_pids(state), self.stop_timeout_s)
+
+    def _prune_spawn_journal(self, state: dict[str, Any]) -> None:
+        self._procs.prune_journal(recorded_pids(state))
 
     def _bump(self, state: dict[str, Any], record: dict[str, Any]) -> None:
         state["resourceVersion"] += 1
@@ -811,7 +388,7 @@ class LocalBackend(ServingBackend):
     def _new_record(self, state: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = _now_iso(self.clock)
+        meta["creationTimestamp"] = now_iso(self.clock)
         meta["generation"] = 1
         record = {
             "object": {**body, "status": {}},
@@ -893,75 +470,17 @@ class LocalBackend(ServingBackend):
             log.warning("revision %s failed: %s", rev_name, rev["reason"])
             return
         port = free_port(self.host)
-        argv = [*self.server_command, "--model_dir", str(spec.model_dir), "--model_name", meta["name"]]
-        if _flag_value(spec.args, "--model_version") is None:
-            argv += ["--model_version", spec.model_version]
-        argv += ["--http_host", self.host, "--http_port", str(port), *spec.args]
-        env = {**os.environ, **dict(spec.env), "LLMOPS_REVISION": rev_name}
-        env.setdefault("LLMOPS_TORCH_THREADS", "1")  # revisions share this machine: not one thread per core each
-        proc = self._spawn(argv, log_file, exit_file, env)
-        rev.update(pid=proc.pid, create_time=_create_time(proc.pid), port=port, argv=argv)
+        argv = server_argv(self.server_command, spec, meta["name"], self.host, port)
+        proc = self._procs.spawn(argv, log_file, exit_file, server_env(spec, rev_name))
+        rev.update(pid=proc.pid, create_time=process_create_time(proc.pid), port=port, argv=argv)
         log.info("started revision %s (pid %d, port %d): %s", rev_name, proc.pid, port, shlex.join(argv))
-
-    def _spawn(self, argv: list[str], log_file: Path, exit_file: Path | None, env: dict[str, str]) -> subprocess.Popen:
-        """Start a detached process group; a launcher shell records the exit status."""
-        if exit_file is not None:
-            # "$0" is the exit file; the shell stays as parent to write the status.
-            argv = ["/bin/sh", "-c", '"$@"; echo $? > "$0"', str(exit_file), *argv]
-        try:
-            with open(log_file, "ab") as out:
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-        except OSError as exc:
-            raise BackendUnavailable(f"cannot start {shlex.join(argv)}: {exc}") from exc
-        self._children[proc.pid] = proc
-        self._journal(proc, argv)
-        kill_point("local.spawned")  # crash-resume tests: killed before state.json records the process
-        return proc
-
-    def _stop(self, proc_record: dict[str, Any], what: str) -> None:
-        """SIGTERM a process group, wait for it, then SIGKILL what is left."""
-        import psutil
-
-        pid = proc_record.get("pid")
-        if pid and _process_alive(pid, proc_record.get("create_time")):
-            try:
-                leader = psutil.Process(pid)
-                procs = [leader, *leader.children(recursive=True)]
-            except psutil.Error:
-                procs = []
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-            _, alive = psutil.wait_procs(procs, timeout=self.stop_timeout_s)
-            if alive:
-                log.warning("%s did not stop within %.0fs; killing it", what, self.stop_timeout_s)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                psutil.wait_procs(alive, timeout=5)
-            log.info("stopped %s (pid %d)", what, pid)
-        child = self._children.pop(pid, None) if pid else None
-        if child is not None:
-            child.poll()
-        proc_record.update(pid=None, create_time=None, state="Stopped")
-
-    def _reap(self) -> None:
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                self._children.pop(pid, None)
 
     def _reconcile(self, state: dict[str, Any], record: dict[str, Any], bumped: bool = False) -> None:
         """Bring one service's processes, traffic and status up to date.
 
         A status change bumps ``resourceVersion`` unless this write already did (``bumped``).
         """
-        self._reap()
+        self._procs.reap()
         obj = record["object"]
         meta = obj["metadata"]
         name, namespace = meta["name"], meta["namespace"]
@@ -972,7 +491,7 @@ class LocalBackend(ServingBackend):
         if ro["latest_created"] and record["revisions"][ro["latest_created"]]["state"] == "Ready":
             ro["latest_ready"] = ro["latest_created"]
         canary = obj["spec"]["predictor"].get("canaryTrafficPercent")
-        new_state, traffic = reconcile_traffic(RolloutState(**ro), canary, _tag_routing(obj))
+        new_state, traffic = reconcile_traffic(RevisionBookkeeping(**ro), canary, tag_routing_enabled(obj))
         record["rollout"] = ro = {
             "latest_created": new_state.latest_created,
             "latest_ready": new_state.latest_ready,
@@ -982,7 +501,7 @@ class LocalBackend(ServingBackend):
         keep = revisions_to_keep(new_state, traffic)
         for rev_name, rev in record["revisions"].items():
             if rev_name not in keep and rev["state"] in ("Starting", "Ready"):
-                self._stop(rev, f"revision {rev_name} (no longer serving or a rollback target)")
+                self._procs.stop(rev, f"revision {rev_name} (no longer serving or a rollback target)", self.stop_timeout_s)
             elif rev_name in keep and rev["state"] == "Stopped":
                 self._start_revision(record, rev_name)
             elif rev_name in keep and rev["state"] == "Failed" and (rev.get("restart_at") or now + 1) <= now:
@@ -996,7 +515,7 @@ class LocalBackend(ServingBackend):
         self._write_routes(record, traffic)
         status = self._status(record, traffic, router_url, new_state)
         old_status = obj.get("status") or {}
-        status["conditions"] = _keep_transition_times(old_status.get("conditions") or [], status["conditions"], now)
+        status["conditions"] = keep_transition_times(old_status.get("conditions") or [], status["conditions"], now)
         if status != old_status:
             obj["status"] = status
             if not bumped:
@@ -1005,14 +524,14 @@ class LocalBackend(ServingBackend):
     def _observe_revision(self, name: str, namespace: str, rev_name: str, rev: dict[str, Any], now: float) -> None:
         if rev["state"] not in ("Starting", "Ready"):
             return
-        if not _process_alive(rev.get("pid"), rev.get("create_time")):
+        if not process_alive(rev.get("pid"), rev.get("create_time")):
             exit_file = self._log_dir(name, namespace) / f"{rev_name}.exit"
             try:
                 code = exit_file.read_text().strip()
                 how = f"exited with code {code}"
             except OSError:
                 how = "was terminated by a signal"
-            tail = _tail(self._log_dir(name, namespace) / f"{rev_name}.log")
+            tail = log_tail(self._log_dir(name, namespace) / f"{rev_name}.log")
             where = "before becoming ready" if rev["state"] == "Starting" else "after being ready"
             reason = f"model server {how} {where}"
             restart_at = None
@@ -1022,19 +541,17 @@ class LocalBackend(ServingBackend):
                 reason += f"; restarting in {delay:g}s (restart {rev['restarts']})"
             if tail:
                 reason += f"; last output: {tail}"
-            child = self._children.pop(rev.get("pid") or -1, None)
-            if child is not None:
-                child.poll()  # reap it
+            self._procs.forget(rev.get("pid") or -1)  # reap it
             rev.update(state="Failed", reason=reason, pid=None, create_time=None, restart_at=restart_at)
             log.warning("revision %s failed: %s", rev_name, reason)
             return
         if rev["state"] == "Starting":
-            if _http_ok(f"http://{self.host}:{rev['port']}{READY_PATH}", self.probe_timeout_s):
+            if http_ok(f"http://{self.host}:{rev['port']}{READY_PATH}", self.probe_timeout_s):
                 rev.update(state="Ready", ready_at=now)
                 log.info("revision %s is ready on port %d", rev_name, rev["port"])
             elif now - rev.get("started_at", now) > self.ready_timeout_s:
-                tail = _tail(self._log_dir(name, namespace) / f"{rev_name}.log")
-                self._stop(rev, f"revision {rev_name}")
+                tail = log_tail(self._log_dir(name, namespace) / f"{rev_name}.log")
+                self._procs.stop(rev, f"revision {rev_name}", self.stop_timeout_s)
                 reason = f"model server not ready within {self.ready_timeout_s:.0f}s"
                 if tail:
                     reason += f"; last output: {tail}"
@@ -1044,15 +561,15 @@ class LocalBackend(ServingBackend):
     def _ensure_router(self, record: dict[str, Any], now: float) -> None:
         router = record["router"]
         meta = record["object"]["metadata"]
-        if router.get("pid") and _process_alive(router["pid"], router.get("create_time")):
-            if router["state"] != "Ready" and _http_ok(self._router_url(record) + ROUTER_HEALTH_PATH, self.probe_timeout_s):
+        if router.get("pid") and process_alive(router["pid"], router.get("create_time")):
+            if router["state"] != "Ready" and http_ok(self._router_url(record) + ROUTER_HEALTH_PATH, self.probe_timeout_s):
                 router["state"] = "Ready"
             return
         if router.get("pid"):
             log.warning("router of %s/%s (pid %s) is gone; restarting it", meta["namespace"], meta["name"], router["pid"])
         routes = self._routes_path(meta["name"], meta["namespace"])
         if not routes.exists():
-            _atomic_write_json(routes, {"name": meta["name"], "namespace": meta["namespace"], "targets": []})
+            atomic_write_json(routes, {"name": meta["name"], "namespace": meta["namespace"], "targets": []})
         argv = [*self.router_command, "--routes", str(routes), "--host", self.host, "--port", str(router["port"])]
         if self.supervise:
             record["supervision"] = {
@@ -1064,8 +581,8 @@ class LocalBackend(ServingBackend):
             argv += ["--state-dir", str(self.state_dir), "--service", f"{meta['namespace']}/{meta['name']}",
                      "--supervise-interval-s", str(self.supervise_interval_s)]  # fmt: skip
         log_file = self._log_dir(meta["name"], meta["namespace"]) / "router.log"
-        proc = self._spawn(argv, log_file, None, dict(os.environ))
-        router.update(pid=proc.pid, create_time=_create_time(proc.pid), state="Starting", started_at=now)
+        proc = self._procs.spawn(argv, log_file, None, dict(os.environ))
+        router.update(pid=proc.pid, create_time=process_create_time(proc.pid), state="Starting", started_at=now)
         log.info("started router of %s/%s on %s (pid %d)", meta["namespace"], meta["name"], self._router_url(record), proc.pid)
 
     def _write_routes(self, record: dict[str, Any], traffic: Sequence[TrafficTarget]) -> None:
@@ -1091,10 +608,10 @@ class LocalBackend(ServingBackend):
                 return
         except (OSError, ValueError):
             pass
-        _atomic_write_json(path, table)
+        atomic_write_json(path, table)
 
     def _status(
-        self, record: dict[str, Any], traffic: Sequence[TrafficTarget], router_url: str, ro: RolloutState
+        self, record: dict[str, Any], traffic: Sequence[TrafficTarget], router_url: str, ro: RevisionBookkeeping
     ) -> dict[str, Any]:
         obj = record["object"]
         revisions = record["revisions"]
@@ -1106,22 +623,22 @@ class LocalBackend(ServingBackend):
         ]
         if pred_cond["status"] == "True" and failing:
             rev = failing[0]
-            pred_cond = _condition(
+            pred_cond = condition(
                 "PredictorReady", "False", "RevisionFailed",
                 f"Revision {rev!r} failed with message: {revisions[rev].get('reason')}",
             )
         router = record["router"]
         if router.get("state") == "Ready":
-            ingress = _condition("IngressReady", "True")
+            ingress = condition("IngressReady", "True")
         else:
-            ingress = _condition("IngressReady", "Unknown", "RouterStarting", f"router on {router_url} is starting")
+            ingress = condition("IngressReady", "Unknown", "RouterStarting", f"router on {router_url} is starting")
         if pred_cond["status"] == "True" and ingress["status"] == "True":
-            ready = _condition("Ready", "True")
+            ready = condition("Ready", "True")
         elif pred_cond["status"] == "False":
-            ready = _condition("Ready", "False", pred_cond.get("reason"), pred_cond.get("message"))
+            ready = condition("Ready", "False", pred_cond.get("reason"), pred_cond.get("message"))
         else:
             blocker = pred_cond if pred_cond["status"] != "True" else ingress
-            ready = _condition("Ready", "Unknown", blocker.get("reason"), blocker.get("message"))
+            ready = condition("Ready", "Unknown", blocker.get("reason"), blocker.get("message"))
         entries = []
         for t in traffic:
             entry: dict[str, Any] = {"revisionName": t.revision, "percent": t.percent, "latestRevision": t.latest}
@@ -1174,31 +691,3 @@ class LocalBackend(ServingBackend):
 
 def _key(name: str, namespace: str) -> str:
     return f"{namespace}/{name}"
-
-
-def _tag_routing(obj: dict[str, Any]) -> bool:
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(TAG_ROUTING_ANNOTATION, "")).lower() == "true"
-
-
-def _keep_transition_times(
-    old: Sequence[dict[str, Any]], new: list[dict[str, Any]], now: float
-) -> list[dict[str, Any]]:
-    """Carry ``lastTransitionTime`` over for conditions whose status did not change."""
-    previous = {c["type"]: c for c in old}
-    stamp = _dt.datetime.fromtimestamp(now, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    out = []
-    for cond in new:
-        before = previous.get(cond["type"])
-        same = before is not None and before.get("status") == cond["status"]
-        out.append({**cond, "lastTransitionTime": before["lastTransitionTime"] if same else stamp})
-    return out
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

@@ -15,6 +15,14 @@ implementation per mode, chosen by :func:`serving.routers.factory.make_router`):
 Serverless writes ``canaryTrafficPercent``, Standard a ``spec.canary[]`` entry
 promoted by keeping its ``predictor.name``. The controller holds no mode branches.
 
+This module is the state machine (start, progress, advance, promote, roll back, bake)
+with the lease and the guarded write; as Flagger splits its scheduler, the rest is
+mixed in from beside it::
+
+    controller_analysis.py   CanaryAnalysis: metrics windows, baselines, quality probes, the judge's evidence
+    controller_hooks.py      HookRunner: registry hooks, the first deployment's wait, the report
+    outcome.py               StepOutcome, what one tick saw and did
+
 Errors::
 
     RolloutError
@@ -27,14 +35,12 @@ from __future__ import annotations
 from llmops_core.errors import LlmopsError
 
 import copy
-import dataclasses
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from llmops_core.faults import kill_point
-from serving.backends.base import BackendError, Conflict, NotFound, PredictorStatus, ServingBackend, revision_failure
+from serving.backends.base import Conflict, NotFound, PredictorStatus, ServingBackend
 from serving.isvc import (
     DEPLOYMENT_MODE_ANNOTATION,
     DeploymentMode,
@@ -44,8 +50,16 @@ from serving.isvc import (
     render_predictor,
     validate_isvc,
 )
-from serving.metrics.base import MetricsError, MetricsProvider, MetricsTarget, RevisionMetrics
-from serving.rollout.hooks import NoopHooks, RegistryHooks, RolloutEvent
+from serving.metrics.base import MetricsProvider
+from serving.rollout.controller_analysis import (  # noqa: F401 (EVIDENCE_KEY re-exported)
+    EVIDENCE_KEY,
+    CanaryAnalysis,
+    QualityProber,
+    keep_last_evidence,
+)
+from serving.rollout.controller_hooks import HookRunner
+from serving.rollout.hooks import NoopHooks, RegistryHooks
+from serving.rollout.outcome import StepOutcome
 from serving.routers.base import MODEL_VERSION_ENV, TrafficRouter, predictor_version, strip_canary  # noqa: F401 (re-exported)
 from serving.routers.factory import make_router
 from serving.rollout.state import (
@@ -54,18 +68,13 @@ from serving.rollout.state import (
     Lease,
     RolloutPhase,
     RolloutState,
-    metrics_from_dict,
-    metrics_to_dict,
     spec_hash,
-    summarize_metrics,
     with_annotations,
 )
 from serving.rollout.strategy import InconclusivePolicy, RolloutStrategy
 
 
 log = logging.getLogger(__name__)
-
-QualityProber = Callable[[str, str], Any]  # (canary_url, stable_url) -> QualityResult
 
 
 class RolloutError(LlmopsError):
@@ -80,20 +89,6 @@ class RolloutSpecError(RolloutError):
     """The target or the existing service cannot be rolled out."""
 
 
-@dataclass(frozen=True)
-class StepOutcome:
-    """What one tick saw and did (results are data, Flagger-style)."""
-
-    phase: str  # RolloutPhase value, or "Error"
-    action: str  # started | waiting | analysed | advanced | promoted | rolling_back | rolled_back | hooks | done | conflict | already_serving
-    weight: int  # canary traffic percent the spec now asks for
-    message: str = ""
-    done: bool = False  # the rollout reached a terminal phase and its hooks ran
-    result: str | None = None  # "promoted" | "rolled_back" once done
-    next_check_s: float = 1.0  # when the next tick is useful
-    analysis: dict | None = None  # AnalysisResult.to_dict() of an interval that just ended
-
-
 def canary_entry(predictor: dict[str, Any], weight: int, current: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``spec.canary[]`` entry the Standard router writes for ``predictor`` (variant name included)."""
     from serving.routers.standard import StandardRouter
@@ -103,7 +98,7 @@ def canary_entry(predictor: dict[str, Any], weight: int, current: dict[str, Any]
     return body["spec"]["canary"][0]
 
 
-class RolloutController:
+class RolloutController(CanaryAnalysis, HookRunner):
     """Drives one InferenceService from its current version to ``service.predictor``.
 
     Args:
@@ -214,7 +209,7 @@ class RolloutController:
                 next_check_s=0.2,
             )
 
-    # ------------------------------------------------------------- lease/state
+    # ------------------------------------------------------------------ lease
 
     def _check_lease(self, obj: dict, now: float) -> None:
         lease = Lease.from_obj(obj)
@@ -229,13 +224,32 @@ class RolloutController:
     def _lease(self, now: float) -> str:
         return Lease(self.holder, now + self.strategy.lease_ttl_s).to_json()
 
-    def _finish_others_hooks(self, obj: dict, state: RolloutState, now: float) -> StepOutcome:
-        """Run the pending hooks of another version's terminal rollout; never ``done`` for this one."""
-        log.info("%s: finishing the registry update of v%s's %s rollout before v%s",
-                 self.name, state.target_version, state.phase.value, self.target_version)
-        out = self._run_hooks(obj, state, now, report_done=False)
-        return dataclasses.replace(out, done=False, result=None, next_check_s=min(out.next_check_s, 1.0),
-                                   message=f"v{state.target_version}: {out.message}")
+    def release_lease(self, now: float) -> bool:
+        """Give the lease up (the rollout state stays, so a rerun by anyone resumes at once); True if released.
+
+        Called when this controller stops before the rollout ends (``--timeout``, Ctrl-C). Never raises:
+        a lease that cannot be released simply expires after ``lease_ttl_s``.
+        """
+        try:
+            obj = self.backend.get(self.name, self.namespace)
+            lease = Lease.from_obj(obj) if obj else None
+            if lease is None or lease.holder != self.holder or lease.expired(now):
+                return False
+            rv = (obj.get("metadata") or {}).get("resourceVersion", "")
+            self.backend.patch_annotations(self.name, self.namespace, {LEASE_ANNOTATION: None}, rv)
+            return True
+        except Exception as exc:  # noqa: BLE001 - best effort on the way out
+            log.warning("%s/%s: lease not released (%s); it expires in at most %.0fs",
+                        self.namespace, self.name, exc, self.strategy.lease_ttl_s)
+            return False
+
+    def _renew_if_needed(self, obj: dict, now: float) -> None:
+        lease = Lease.from_obj(obj)
+        if lease is None or lease.holder != self.holder or lease.expires - now < self.strategy.lease_ttl_s / 2:
+            rv = (obj.get("metadata") or {}).get("resourceVersion", "")
+            self.backend.patch_annotations(self.name, self.namespace, {LEASE_ANNOTATION: self._lease(now)}, rv)
+
+    # ------------------------------------------------------------------ state
 
     def _adopt(self, state: RolloutState) -> None:
         if state.target_version != self.target_version:
@@ -438,7 +452,7 @@ class RolloutController:
         from serving.rollout.analysis import Phase
 
         state = state.evolve(
-            intervals=_keep_last_evidence(state.intervals) + (record,),
+            intervals=keep_last_evidence(state.intervals) + (record,),
             baseline=baseline or state.baseline,
             canary_revision=canary_rev or state.canary_revision,
         )
@@ -590,7 +604,7 @@ class RolloutController:
         result, record, _ = self._analyse(state, canary_rev, None, start, now, 100, bake=True)
         from serving.rollout.analysis import Phase
 
-        state = state.evolve(intervals=_keep_last_evidence(state.intervals) + (record,), interval_start=now)
+        state = state.evolve(intervals=keep_last_evidence(state.intervals) + (record,), interval_start=now)
         reasons = "; ".join(result.reasons) if result.reasons else result.phase.value
         if result.phase in (Phase.FAILED, Phase.ERROR):
             failures = state.failures + 1
@@ -605,274 +619,8 @@ class RolloutController:
         self._write(obj, state, now)
         return StepOutcome(state.phase.value, "analysed", 100, f"baking: {reasons}", next_check_s=self.strategy.interval_s, analysis=result.to_dict())
 
-    # --------------------------------------------------------------- analysis
-
-    def _analyse(
-        self, state: RolloutState, canary_rev: str | None, stable_rev: str | None, start: float, end: float, weight: int,
-        bake: bool = False,
-    ):
-        from serving.rollout.analysis import AnalysisPolicy
-        from serving.rollout.sequential import judge
-
-        policy = self.strategy.analysis_policy or AnalysisPolicy()
-        provider_error = None
-        canary_m: RevisionMetrics | None = None
-        stable_m: RevisionMetrics | None = None
-        try:
-            canary_m = self._collect(self._target(state.target_version, canary_rev, state.mode), start, end, policy.provider_retries)
-            if not bake:
-                stable_m = self._collect(self._target(state.previous_version, stable_rev, state.mode), start, end, policy.provider_retries)
-        except (MetricsError, BackendError) as exc:
-            provider_error = f"metrics: {exc}"
-        except Exception as exc:  # any other provider failure is an ERROR measurement too (Argo Rollouts), never a crash
-            provider_error = f"metrics: {type(exc).__name__}: {exc}"
-        baseline_used = False
-        new_baseline = None
-        if stable_m is not None and stable_m.requests > 0:
-            new_baseline = metrics_to_dict(stable_m)
-        elif state.baseline and (bake or weight >= 100 or stable_m is None or stable_m.requests == 0) and provider_error is None:
-            stable_m = metrics_from_dict(state.baseline)  # the stable revision has no traffic now: compare with its last window
-            baseline_used = True
-        quality, quality_error = None, None
-        if self.quality is not None and self.strategy.quality_probe and not bake and provider_error is None:
-            quality, quality_error = self._probe_quality(state, weight)
-        verdict = judge(
-            _last_evidence(state), canary_m, stable_m, policy,
-            step=len(state.steps) if bake else state.step_index, weight=weight, stable_is_baseline=baseline_used,
-            min_intervals=self.strategy.intervals_per_step, interval_s=self.strategy.interval_s,
-            quality=quality, provider_error=provider_error, quality_error=quality_error,
-        )
-        result = verdict.result
-        record = {
-            "step": state.step_index,
-            "weight": weight,
-            "bake": bake,
-            "start": start,
-            "end": end,
-            "phase": result.phase.value,
-            "decided": verdict.decided,
-            "probe_requests": verdict.probe_requests,
-            "reasons": list(result.reasons),
-            "checks": [c.to_dict() for c in result.checks],
-            "canary": summarize_metrics(canary_m),
-            "stable": summarize_metrics(stable_m),
-            "canary_revision": canary_rev,
-            "stable_revision": stable_rev if not bake else None,
-            "stable_from_baseline": baseline_used,
-            "quality": _quality_summary(quality),
-            EVIDENCE_KEY: verdict.evidence,
-        }
-        log.info(
-            "%s: interval at %d%%: %s %s", self.name, weight, result.phase.value, "; ".join(result.reasons),
-        )
-        return result, record, new_baseline
-
-    def _collect(self, target: MetricsTarget, start: float, end: float, retries: int) -> RevisionMetrics:
-        """``metrics.collect`` with immediate retries (a transient provider error is not a verdict)."""
-        for attempt in range(retries + 1):
-            try:
-                return self.metrics.collect(target, start, end)
-            except (MetricsError, BackendError) as exc:
-                if attempt >= retries:
-                    raise
-                log.warning("%s: metrics for %s failed (attempt %d/%d), retrying: %s", self.name, target.arm, attempt + 1, retries + 1, exc)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _send_probes(self, n: int) -> None:
-        """Golden-prompt probe traffic to both arms when the judge asks for it (best effort)."""
-        if n <= 0 or self.probe_traffic is None:
-            return
-        try:
-            eps = self.backend.endpoints(self.name, self.namespace)
-            if eps.latest_url and eps.prev_url:
-                sent = self.probe_traffic(eps.latest_url, eps.prev_url, n)
-                log.info("%s: sent %s probe request(s) to each arm (judge asked for %d)", self.name, sent, n)
-        except Exception as exc:  # probes add evidence; their failure must not stop the rollout
-            log.warning("%s: probe traffic not sent: %s", self.name, exc)
-
-    def _prime(self, version: str, revision: str | None, now: float, mode: str | None = None) -> None:
-        """Let the provider take its baseline for an interval starting ``now``.
-
-        A provider that cannot take it is not fatal: the interval's collect will
-        report the failure as an ERROR measurement.
-        """
-        try:
-            self.metrics.prime(self._target(version, revision, mode))
-        except Exception as exc:
-            log.warning("metrics baseline for v%s not taken: %s", version, exc)
-
-    def _target(self, version: str, revision: str | None, mode: str | None = None) -> MetricsTarget:
-        """The arm to measure: by version AND revision (a re-roll of one version with a new spec is two arms).
-
-        Standard mode names its canary by ``canaryStatuses[].name``, which the kit's PodMonitor cannot put on
-        the pods' series (their revision label is the ReplicaSet), so there the arm is selected by version only.
-        """
-        urls: tuple[str, ...] = ()
-        if revision:
-            try:
-                urls = tuple(self.backend.revision_urls(self.name, self.namespace, revision))
-            except BackendError:
-                urls = ()
-        return MetricsTarget(
-            model_name=self.model_name, model_version=version, urls=urls, namespace=self.namespace,
-            revision=(revision or None) if mode != DeploymentMode.STANDARD.value else None,
-        )
-
-    def _probe_quality(self, state: RolloutState, weight: int):
-        try:
-            eps = self.backend.endpoints(self.name, self.namespace)
-        except BackendError as exc:
-            return None, f"endpoints unavailable: {exc}"
-        if not eps.latest_url:
-            return None, None  # no tag routing: latency/error analysis only
-        # At 100% the stable revision takes no traffic and need not keep its `prev` route:
-        # probe the canary alone and compare with the stable score of the last interval.
-        if weight >= 100:
-            baseline, stable_url = _last_stable_quality(state), None
-        else:
-            baseline, stable_url = None, eps.prev_url
-            if not stable_url:
-                return None, None
-        try:
-            result = self.quality(eps.latest_url, stable_url)
-        except Exception as exc:  # QualityProbeError and transport errors are measurements, not crashes
-            return None, str(exc)
-        if baseline is not None:
-            result = dataclasses.replace(result, stable_score=baseline)
-        return result, None
-
-    # ------------------------------------------------------------------ hooks
-
-    def _first_deployment_pending(self, obj: dict, state: RolloutState, now: float) -> StepOutcome | None:
-        """A first deployment is promoted once it serves: wait for Ready, fail on a failed revision."""
-        if state.previous_version or "promote" not in state.hooks_pending:
-            return None
-        status = PredictorStatus.from_isvc(obj)
-        if status.ready:
-            return None
-        # Only PredictorReady=False or a failed revision is a failure: KServe's Standard mode reports Ready=False
-        # during every normal start (reconcilers/ingress/httproute_reconciler.go Reconcile sets IngressReady=False
-        # while PredictorReady is Unknown), so Ready=False alone means "still starting".
-        failed = [c for c in status.conditions if c.get("type") == "PredictorReady" and c.get("status") == "False"]
-        revision_failed = revision_failure(obj.get("status") or {})
-        waited = now - state.started
-        if failed or revision_failed or waited > self.strategy.ready_timeout_s:
-            why = revision_failed or status.reason or f"not ready after {waited:.0f}s"
-            reason = f"v{state.target_version} did not become ready: {why}"
-            # terminal, nothing owed to the registry: the next rollout replaces it as a first deployment
-            failed_state = state.evolve(phase=RolloutPhase.ROLLED_BACK, hooks_pending=(), failed=True, reason=reason,
-                                        finished=now)
-            self._write(obj, failed_state, now, release=True)
-            return StepOutcome(failed_state.phase.value, "failed", 0, reason, done=True, result="error", next_check_s=0.0)
-        self._renew_if_needed(obj, now)
-        return StepOutcome(state.phase.value, "waiting", 0, f"waiting for v{state.target_version} to become ready",
-                           next_check_s=1.0)
-
-    def _run_hooks(self, obj: dict, state: RolloutState, now: float, report_done: bool = True) -> StepOutcome:
-        pending = self._first_deployment_pending(obj, state, now)
-        if pending is not None:
-            return pending
-        report_url = None
-        if self.report_writer is not None:
-            try:
-                report_url = self.report_writer(self.report_data(state))
-            except Exception as exc:  # a report that cannot be written must not block the alias
-                log.warning("%s: report not written: %s", self.name, exc)
-        event = RolloutEvent(
-            service=self.name,
-            namespace=self.namespace,
-            version=state.target_version,
-            previous_version=state.previous_version,
-            reason=state.reason,
-            report=self.report_data(state),
-            report_url=report_url,
-            alias_moved="restore_alias" in state.hooks_pending,
-            rollout_id=state.rollout_id,
-        )
-        try:
-            if "promote" in state.hooks_pending:
-                self.hooks.promoted(event)
-            if "rollback" in state.hooks_pending:
-                self.hooks.rolled_back(event)
-        except Exception as exc:
-            self._renew_if_needed(obj, now)
-            return StepOutcome(state.phase.value, "hooks", state.weight, f"registry hook failed, retrying: {exc}", next_check_s=2.0)
-        new = state.evolve(hooks_pending=())
-        terminal = new.phase.terminal
-        self._write(obj, new, now, release=terminal)
-        if terminal and report_done:
-            return self._finished(new)
-        if terminal:
-            return StepOutcome(new.phase.value, "hooks", new.weight, "registry updated", next_check_s=0.0)
-        return StepOutcome(new.phase.value, "hooks", new.weight, "registry updated; baking", next_check_s=0.0)
+    # ------------------------------------------------------------------ done
 
     def _finished(self, state: RolloutState) -> StepOutcome:
         result = "promoted" if state.phase is RolloutPhase.PROMOTED else "rolled_back"
         return StepOutcome(state.phase.value, "done", state.weight, state.reason, done=True, result=result, next_check_s=0.0)
-
-    def release_lease(self, now: float) -> bool:
-        """Give the lease up (the rollout state stays, so a rerun by anyone resumes at once); True if released.
-
-        Called when this controller stops before the rollout ends (``--timeout``, Ctrl-C). Never raises:
-        a lease that cannot be released simply expires after ``lease_ttl_s``.
-        """
-        try:
-            obj = self.backend.get(self.name, self.namespace)
-            lease = Lease.from_obj(obj) if obj else None
-            if lease is None or lease.holder != self.holder or lease.expired(now):
-                return False
-            rv = (obj.get("metadata") or {}).get("resourceVersion", "")
-            self.backend.patch_annotations(self.name, self.namespace, {LEASE_ANNOTATION: None}, rv)
-            return True
-        except Exception as exc:  # noqa: BLE001 - best effort on the way out
-            log.warning("%s/%s: lease not released (%s); it expires in at most %.0fs",
-                        self.namespace, self.name, exc, self.strategy.lease_ttl_s)
-            return False
-
-    def _renew_if_needed(self, obj: dict, now: float) -> None:
-        lease = Lease.from_obj(obj)
-        if lease is None or lease.holder != self.holder or lease.expires - now < self.strategy.lease_ttl_s / 2:
-            rv = (obj.get("metadata") or {}).get("resourceVersion", "")
-            self.backend.patch_annotations(self.name, self.namespace, {LEASE_ANNOTATION: self._lease(now)}, rv)
-
-    # ----------------------------------------------------------------- report
-
-    def report_data(self, state: RolloutState | None = None) -> dict[str, Any]:
-        """The JSON report of the rollout as recorded so far."""
-        from serving.rollout.report import build_report
-
-        state = state or self.last_state
-        return build_report(self.name, self.namespace, state, self.strategy)
-
-
-def _last_stable_quality(state: RolloutState) -> float | None:
-    """The stable revision's golden-prompt score from the latest interval that measured it."""
-    for record in reversed(state.intervals):
-        score = (record.get("quality") or {}).get("stable_score")
-        if score is not None:
-            return float(score)
-    return None
-
-
-def _quality_summary(quality: Any) -> dict | None:
-    if quality is None:
-        return None
-    if hasattr(quality, "to_dict"):
-        return quality.to_dict()
-    return {"repr": repr(quality)}
-
-
-EVIDENCE_KEY = "judge"  # the sequential judge's accumulator, kept on the latest interval record only
-
-
-def _last_evidence(state: RolloutState) -> dict | None:
-    """The judge's evidence so far (from the latest interval that carries it)."""
-    for record in reversed(state.intervals):
-        if record.get(EVIDENCE_KEY):
-            return record[EVIDENCE_KEY]
-    return None
-
-
-def _keep_last_evidence(intervals: tuple[dict, ...]) -> tuple[dict, ...]:
-    """Drop the accumulator from older records (the annotation budget is small; the newest one has it all)."""
-    return tuple({k: v for k, v in r.items() if k != EVIDENCE_KEY} for r in intervals)

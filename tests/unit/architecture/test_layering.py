@@ -15,7 +15,7 @@ LAYERS = {"llmops_core": 0, "model_registry": 1, "serving": 2, "components": 3, 
 # Known upward imports still to move down (issue 11, item 4): the local backend pulls modelcars with the OCI client
 # that lives in components/build_image; the fix is to move that client next to model_registry at the bottom.
 KNOWN = {
-    ("serving/backends/local.py", "components.build_image.pull"),
+    ("serving/backends/local_launch.py", "components.build_image.pull"),
     ("serving/backends/local.py", "components.build_image.errors"),
 }
 

@@ -7,16 +7,13 @@ from pathlib import Path
 import pytest
 
 from serving.backends.base import TrafficTarget as T
-from serving.backends.local import (
-    LocalSpecError,
-    RolloutState as S,
-    check_supported,
-    launch_spec,
+from serving.backends.local_launch import LocalSpecError, check_supported, launch_spec, resolve_model_dir
+from serving.backends.local_traffic import (
+    RevisionBookkeeping as S,
     predictor_condition,
     predictor_template,
     propagate_rollout,
     reconcile_traffic,
-    resolve_model_dir,
     revision_name,
     revisions_to_keep,
     route_traffic,

@@ -181,6 +181,9 @@ def test_release_promotes_then_gate_stops_then_canary_rolls_back(state, tmp_path
     for value in lineage:
         assert value in dom, f"the report lacks {value}"
     em = json.loads(tags["llmops.metrics"])["exact_match"]
+    # the fine-tune really taught the random bootstrap model the task (0% before; 75-95% measured after 600
+    # steps on 2 shared cores): 30 points leave room for seed and BLAS noise
+    assert em >= 30.0, f"exact match after the default fine-tune: {em:.1f}%"
     assert f'id="kpi-exact-match">{em:.1f}%' in dom and 'id="gate-verdict">passed' in dom
     assert 'id="loss-curve"' in dom and "promoted" in dom
     status = _llmops(state, "status", "--state-dir", str(state))

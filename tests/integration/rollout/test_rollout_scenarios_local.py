@@ -128,8 +128,10 @@ def test_good_version_promotes_through_every_step(local, tiny_model, tmp_path):
 
 @pytest.mark.parametrize(
     "args,needle",
-    [(("--fault_latency_ms", "400"), "latency p95"), (("--fault_error_rate", "0.8"), "error rate")],
-    ids=["latency", "errors"],
+    # an error-rate regression on real servers is rolled back through the CLI in test_rollout_cli_e2e.py
+    # and test_controller_kill_matrix.py
+    [(("--fault_latency_ms", "400"), "latency p95")],
+    ids=["latency"],
 )
 def test_injected_fault_rolls_back_at_the_first_step(local, tiny_model, tmp_path, args, needle):
     url = deploy(local, tiny_model)
@@ -208,11 +210,11 @@ def _kill_at(action: str, weight: int | None = None):
 @pytest.mark.parametrize(
     "args,kill_action,kill_weight,expected",
     [
-        ((), "started", None, "promoted"),
+        # every other kill point, healthy and regressed, with the same holder resuming at once:
+        # tests/integration/faults/test_controller_kill_matrix.py (llmops rollout, SIGKILL)
         ((), "advanced", 50, "promoted"),
-        (("--fault_error_rate", "0.8"), "rolling_back", None, "rolled_back"),
     ],
-    ids=["after-start", "mid-rollout", "mid-rollback"],
+    ids=["mid-rollout"],
 )
 def test_killed_controller_restarts_and_converges(local, tiny_model, args, kill_action, kill_weight, expected):
     url = deploy(local, tiny_model)

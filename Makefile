@@ -9,4 +9,4 @@ run: setup
 	.venv/bin/llmops run
 
 test: setup
-	.venv/bin/python -m pytest tests
+	.venv/bin/python -m pytest tests --durations=25

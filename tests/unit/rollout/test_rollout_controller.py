@@ -326,11 +326,11 @@ def test_hook_failure_is_retried_and_alias_still_moves(backend, metrics):
 # ------------------------------------------------------------ restarts
 
 
-def _snapshots(profile) -> list[dict]:
+def _snapshots(profile, mode=DeploymentMode.SERVERLESS) -> list[dict]:
     backend = FakeKServeBackend()
-    backend.apply(render_isvc(service("1")))
+    backend.apply(render_isvc(service("1", mode)))
     metrics = ScriptedMetrics(backend, NAME, NS, {"2": profile} if profile else {})
-    ctrl = make(backend, metrics, RecordingHooks())
+    ctrl = make(backend, metrics, RecordingHooks(), mode=mode)
     snaps, now = [], T0
     seen = set()
     for _ in range(200):
@@ -346,11 +346,14 @@ def _snapshots(profile) -> list[dict]:
     return snaps
 
 
+@pytest.mark.parametrize("mode", [DeploymentMode.SERVERLESS, DeploymentMode.STANDARD], ids=["serverless", "standard"])
 @pytest.mark.parametrize("profile,expected", [(None, "promoted"), (SLOW, "rolled_back")], ids=["good", "regressed"])
-def test_restart_from_every_persisted_state_converges(profile, expected):
-    snaps = _snapshots(profile)
+def test_restart_from_every_persisted_state_converges(profile, expected, mode):
+    snaps = _snapshots(profile, mode)
     phases = {RolloutState.from_obj(o).phase for o, _, _ in snaps if RolloutState.from_obj(o)}
-    assert RolloutPhase.PROGRESSING in phases and (RolloutPhase.ROLLING_BACK in phases if profile else True)
+    assert RolloutPhase.PROGRESSING in phases
+    if profile and mode is DeploymentMode.SERVERLESS:
+        assert RolloutPhase.ROLLING_BACK in phases
     for obj, services, t in snaps:
         backend = FakeKServeBackend()
         backend.put_raw(obj)
@@ -358,15 +361,16 @@ def test_restart_from_every_persisted_state_converges(profile, expected):
         backend.standin._services, backend.standin.revision_versions = copy.deepcopy(services)
         hooks = RecordingHooks()
         metrics = ScriptedMetrics(backend, NAME, NS, {"2": profile} if profile else {})
-        restarted = make(backend, metrics, hooks, holder="ctrl-restarted")
+        restarted = make(backend, metrics, hooks, holder="ctrl-restarted", mode=mode)
         trace, _ = drive(restarted, backend, t + 61)  # after the dead controller's lease expired
         final = backend.get(NAME, NS)
         state = RolloutState.from_obj(final)
         assert trace[-1][0].result == expected, (RolloutState.from_obj(obj).phase, trace[-1][0])
-        assert "canaryTrafficPercent" not in final["spec"]["predictor"]
+        assert "canaryTrafficPercent" not in final["spec"]["predictor"] and not final["spec"].get("canary")
         assert served_version(backend) == ("2" if expected == "promoted" else "1")
         assert not state.hooks_pending and state.phase.terminal
-        assert list(backend.traffic(NAME, NS).values())[0] == 100
+        if mode is DeploymentMode.SERVERLESS:
+            assert list(backend.traffic(NAME, NS).values())[0] == 100
         before = RolloutState.from_obj(obj)
         if before is not None and not (before.phase.terminal and not before.hooks_pending):
             assert hooks.kinds == (["promoted"] if expected == "promoted" else ["rolled_back"])

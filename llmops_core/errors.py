@@ -12,7 +12,7 @@ Each package keeps a small tree under :class:`LlmopsError`, drawn in its own
     ├── ModelImportError         components.import_model.errors
     ├── FinetuneError            components.finetune.errors
     ├── EvaluateError            components.evaluate.errors
-    ├── ImageBuildError          components.build_image.errors
+    ├── ImageBuildError          oci_images.errors
     ├── ParamError, PromoteError pipelines
     └── CliError                 pipelines.cli (a message for the user, nothing more)
 

@@ -421,8 +421,8 @@ def _image_size(paths: dict[str, Path], image_ref: str) -> int | None:
             root, _, digest = image_ref.removeprefix("oci-layout:").partition("@")
             manifest = json.loads((Path(root) / "blobs" / digest.replace(":", "/")).read_bytes())
         else:
-            from components.build_image.reference import parse_image_ref
-            from components.build_image.registry import RegistryClient
+            from oci_images.reference import parse_image_ref
+            from oci_images.registry import RegistryClient
 
             ref = parse_image_ref(image_ref.removeprefix("oci://"))
             with RegistryClient(ref.registry, insecure=ref.registry.startswith(("127.", "localhost"))) as client:

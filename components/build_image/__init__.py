@@ -2,13 +2,13 @@
 
 Public API: :func:`build_image` -> :class:`BuildResult`; builders by name through
 :func:`make_builder` (``oci`` daemonless default, ``docker``, ``kaniko``); errors
-in :mod:`components.build_image.errors`.
+in :mod:`oci_images.errors`.
 """
 
-from components.build_image.auth import Credentials
+from oci_images.auth import Credentials
 from components.build_image.build import build_image
 from components.build_image.builders.factory import BuilderName, make_builder
-from components.build_image.errors import (
+from oci_images.errors import (
     AuthError,
     BaseImageNotFound,
     BuilderUnavailable,

@@ -6,9 +6,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from components.build_image.auth import Credentials
+from oci_images.auth import Credentials
 from components.build_image.builders.factory import make_builder
-from components.build_image.errors import ImageBuildError
+from oci_images.errors import ImageBuildError
 from components.build_image.layers import DEFAULT_SPLIT_THRESHOLD
 from components.build_image.spec import BuildEvent, BuildResult, BuildSpec, Mode
 

@@ -8,10 +8,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from components.build_image.errors import BaseImageNotFound, ImageBuildError
+from oci_images.errors import BaseImageNotFound, ImageBuildError
 from components.build_image.layers import Layer
-from components.build_image.reference import ImageRef
-from components.build_image.registry import (
+from oci_images.reference import ImageRef
+from oci_images.registry import (
     DOCKER_MANIFEST,
     INDEX_TYPES,
     MANIFEST_TYPES,

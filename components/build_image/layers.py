@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from components.build_image.errors import ModelFolderError
+from oci_images.errors import ModelFolderError
 
 DEFAULT_SPLIT_THRESHOLD = 64 << 20
 _BUF = 1 << 20

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from components.build_image.auth import Credentials
+from oci_images.auth import Credentials
 from components.build_image.layers import DEFAULT_SPLIT_THRESHOLD
-from components.build_image.reference import parse_image_ref, parse_target
+from oci_images.reference import parse_image_ref, parse_target
 
 _PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
 NONROOT_USER = "65532:65532"  # the conventional "nonroot" uid/gid of distroless images

@@ -451,7 +451,7 @@ class LocalBackend(ServingBackend):
         rev.update(state="Starting", reason=None, started_at=self.clock(), pid=None, port=None, restart_at=None)
         uri = rev["template"]["model"]["storageUri"]
         if is_image_ref(uri):
-            from components.build_image.errors import ImageBuildError
+            from oci_images.errors import ImageBuildError
 
             try:
                 pulled = resolve_model_dir(uri, pull_cache=self.state_dir / "models")

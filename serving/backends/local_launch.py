@@ -51,7 +51,7 @@ def resolve_model_dir(storage_uri: str, base: Path | None = None, pull_cache: Pa
             )
         if pull_cache is None:  # validating only: where the pull will land
             return Path(".llmops-models") / digest_hex
-        from components.build_image.pull import pull_model
+        from oci_images.pull import pull_model
 
         host = uri.removeprefix("oci://").split("/", 1)[0]
         insecure = host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")

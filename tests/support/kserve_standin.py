@@ -581,7 +581,7 @@ class KServeController:
             env["DOCKER_CONFIG"] = str(auth)
         else:
             env["DOCKER_CONFIG"] = str(self.workdir / "no-pull-auth")
-        code = ("import sys; from components.build_image.pull import pull_model; "
+        code = ("import sys; from oci_images.pull import pull_model; "
                 "print(pull_model(sys.argv[1], sys.argv[2], insecure=sys.argv[3] == '1'))")
         pulled = subprocess.run([sys.executable, "-c", code, uri, str(cache), "1" if self.registry_insecure else "0"],
                                 env=env, capture_output=True, text=True, timeout=300)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from components.build_image.builders.base import EventSink, ImageBuilder
 from components.build_image.dockerfile import write_build_context
-from components.build_image.errors import AuthError, BuilderUnavailable, ImageBuildError
-from components.build_image.reference import ImageRef, LayoutRef, parse_target
+from oci_images.errors import AuthError, BuilderUnavailable, ImageBuildError
+from oci_images.reference import ImageRef, LayoutRef, parse_target
 from components.build_image.spec import BuildEvent, BuildResult, BuildSpec
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 from components.build_image.builders.base import ImageBuilder
-from components.build_image.errors import ImageBuildError
+from oci_images.errors import ImageBuildError
 
 
 class BuilderName(str, Enum):

@@ -10,8 +10,8 @@ writes the build context (``Dockerfile`` + ``model/``, see
 
 
 from components.build_image.builders.base import EventSink, ImageBuilder
-from components.build_image.errors import BuilderUnavailable, ImageBuildError
-from components.build_image.reference import ImageRef, parse_target
+from oci_images.errors import BuilderUnavailable, ImageBuildError
+from oci_images.reference import ImageRef, parse_target
 from components.build_image.spec import BuildResult, BuildSpec
 
 # kaniko v1.23.2, multi-arch index digest (as pinned by public build scripts; refresh with

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from components.build_image.builders.base import EventSink, ImageBuilder
-from components.build_image.errors import ImageBuildError
+from oci_images.errors import ImageBuildError
 from components.build_image.image import (
     LAYER_TYPES,
     BaseImage,
@@ -30,9 +30,9 @@ from components.build_image.image import (
     to_bytes,
 )
 from components.build_image.layers import Layer, LayerSet, build_layers, scan_folder
-from components.build_image.layout import LayoutWriter
-from components.build_image.reference import ImageRef, LayoutRef, parse_image_ref, parse_target
-from components.build_image.registry import OCI_MANIFEST, RegistryClient, sha256_digest
+from oci_images.layout import LayoutWriter
+from oci_images.reference import ImageRef, LayoutRef, parse_image_ref, parse_target
+from oci_images.registry import OCI_MANIFEST, RegistryClient, sha256_digest
 from components.build_image.spec import BuildEvent, BuildResult, BuildSpec, LayerReport
 
 log = logging.getLogger(__name__)

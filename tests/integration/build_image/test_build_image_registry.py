@@ -22,8 +22,8 @@ from components.build_image import (
     RegistryUnreachable,
     build_image,
 )
-from components.build_image.registry import OCI_INDEX, RegistryClient
-from components.build_image.reference import parse_image_ref
+from oci_images.registry import OCI_INDEX, RegistryClient
+from oci_images.reference import parse_image_ref
 from tests.support.oci_registry import free_port, registry_available, run_registry
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from components.build_image import build_image
-from components.build_image.errors import ImageBuildError
-from components.build_image.pull import pull_model
+from oci_images.errors import ImageBuildError
+from oci_images.pull import pull_model
 from tests.support.oci_registry import registry_available, run_registry
 
 pytestmark = pytest.mark.integration

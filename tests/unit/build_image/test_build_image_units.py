@@ -22,13 +22,13 @@ from components.build_image import (
     build_image,
     make_builder,
 )
-from components.build_image.auth import credentials_from_docker_config
+from oci_images.auth import credentials_from_docker_config
 from components.build_image.builders.kaniko import KANIKO_EXECUTOR, KanikoBuilder, kaniko_args
 from components.build_image.dockerfile import render_dockerfile, write_build_context
 from components.build_image.image import compose_config, scratch_base
 from components.build_image.layers import build_layers
-from components.build_image.reference import ImageRef, LayoutRef, parse_image_ref, parse_target
-from components.build_image.registry import RegistryClient
+from oci_images.reference import ImageRef, LayoutRef, parse_image_ref, parse_target
+from oci_images.registry import RegistryClient
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ ERROR_BASES = [
     "serving.isvc:IsvcError", "serving.runtime.model:ModelLoadError", "serving.runtime.config:ConfigError",
     "serving.cluster.render:KitError", "serving.cluster.rbac:RbacError", "serving.cluster.validate:ManifestError",
     "components.import_model.errors:ModelImportError", "components.finetune.errors:FinetuneError",
-    "components.evaluate.errors:EvaluateError", "components.build_image.errors:ImageBuildError",
+    "components.evaluate.errors:EvaluateError", "oci_images.errors:ImageBuildError",
     "components.dataset.prepare:DatasetSourceError", "pipelines.params:ParamError", "pipelines.promote:PromoteError",
     "pipelines.cli:CliError",
 ]

@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.build_image.errors import AuthError
-from components.build_image.reference import DOCKER_HUB, DOCKER_HUB_API
+from oci_images.errors import AuthError
+from oci_images.reference import DOCKER_HUB, DOCKER_HUB_API
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from components.build_image.errors import ImageBuildError, RegistryProtocolError
-from components.build_image.reference import LAYOUT_PREFIX, parse_image_ref
-from components.build_image.registry import RegistryClient
+from oci_images.errors import ImageBuildError, RegistryProtocolError
+from oci_images.reference import LAYOUT_PREFIX, parse_image_ref
+from oci_images.registry import RegistryClient
 
 log = logging.getLogger(__name__)
 

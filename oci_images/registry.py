@@ -25,14 +25,14 @@ from dataclasses import dataclass
 
 import httpx
 
-from components.build_image.auth import Credentials, credentials_from_docker_config
-from components.build_image.errors import (
+from oci_images.auth import Credentials, credentials_from_docker_config
+from oci_images.errors import (
     AuthError,
     BaseImageNotFound,
     RegistryProtocolError,
     RegistryUnreachable,
 )
-from components.build_image.reference import DOCKER_HUB, ImageRef
+from oci_images.reference import DOCKER_HUB, ImageRef
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from components.build_image.errors import ImageBuildError
-from components.build_image.registry import OCI_INDEX
+from oci_images.errors import ImageBuildError
+from oci_images.registry import OCI_INDEX
 
 REF_NAME = "org.opencontainers.image.ref.name"
 

@@ -14,7 +14,7 @@ How KServe/Knative behaviour maps here:
 
 * Each apply whose ``spec.predictor`` (without ``canaryTrafficPercent``) differs
   from the newest revision's creates revision ``<name>-predictor-<5 digits>``;
-  a spec equal to an older revision's reuses that revision (no second process).
+  a spec equal to an older revision's still gets a new one, as Knative does (a rollback starts cold).
 * Traffic and rolled-out bookkeeping follow KServe's ksvc reconciler and
   ``PropagateStatus`` (:func:`~serving.backends.local_traffic.route_traffic`,
   :func:`~serving.backends.local_traffic.propagate_rollout`).
@@ -412,15 +412,12 @@ class LocalBackend(ServingBackend):
             if latest["state"] == "Failed" and latest.get("restart_at") is not None:  # crashed: re-apply restarts it
                 self._start_revision(record, rollout["latest_created"])
             return
+        # A template that differs from the newest revision's is a new Configuration generation, and Knative stamps a
+        # new Revision for every generation, even one equal to an older revision's template (knative/serving
+        # pkg/reconciler/configuration/configuration.go, ReconcileKind -> latestCreatedRevision looks the revision up
+        # by the configurationGeneration label and createRevision makes one when none has it). So restoring an older
+        # spec on rollback starts a fresh, cold revision here too, as it does on a cluster.
         name = record["object"]["metadata"]["name"]
-        namespace = record["object"]["metadata"]["namespace"]
-        for rev_name, rev in sorted(record["revisions"].items(), key=lambda kv: -kv[1]["number"]):
-            if same_template(rev["template"], template):
-                log.info("%s/%s: spec matches existing revision %s; reusing it", namespace, name, rev_name)
-                rollout["latest_created"] = rev_name
-                if rev["state"] in ("Stopped", "Failed"):
-                    self._start_revision(record, rev_name)
-                return
         record["counter"] += 1
         rev_name = revision_name(name, record["counter"])
         spec = launch_spec(template, rev_name)

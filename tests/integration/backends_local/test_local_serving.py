@@ -91,7 +91,7 @@ def test_canary_lifecycle_on_real_servers(state_dir, tiny_model, micro_model, tm
 
     backend = LocalBackend(state_dir, ready_timeout_s=READY_S)
     st = PredictorStatus.from_isvc(backend.get(NAME, NS))
-    rev1, rev2, rev3 = (f"{NAME}-predictor-0000{i}" for i in (1, 2, 3))
+    rev1, rev2, rev3, rev4, rev5 = (f"{NAME}-predictor-0000{i}" for i in (1, 2, 3, 4, 5))
     assert st.ready and st.latest_rolledout == rev1 and st.url == url
     assert [(t.revision, t.percent) for t in st.traffic] == [(rev1, 100)]
 
@@ -122,23 +122,31 @@ def test_canary_lifecycle_on_real_servers(state_dir, tiny_model, micro_model, tm
     )
     assert len(chunks) >= 2 and any(c.choices and c.choices[0].delta.content for c in chunks)
 
-    # 3. rollback: 0% sends everything to the rolled-out v1, then v1's spec reuses revision 1
+    # 3. rollback: 0% sends everything to the rolled-out v1; v1's spec (at 0% while it starts) is a new, cold
+    #    revision 3, as Knative makes one per generation; v1's revision 1 serves until 3 is ready
     pids = backend.pids(NAME, NS)
     backend.apply(_isvc(micro_model, "2", canary=0))
     with httpx.Client(base_url=url, timeout=60) as client:
         assert {_complete(client).headers["x-llmops-revision"] for _ in range(10)} == {rev1}
+    st = PredictorStatus.from_isvc(backend.apply(_isvc(tiny_model, "1", canary=0)))
+    assert st.latest_created == rev3 and st.latest_rolledout == rev1
+    assert PredictorStatus.from_isvc(backend.wait_ready(NAME, NS, READY_S)).latest_ready == rev3
     st = PredictorStatus.from_isvc(backend.apply(_isvc(tiny_model, "1")))
-    assert st.ready and st.latest_created == st.latest_ready == st.latest_rolledout == rev1
+    assert st.ready and st.latest_created == st.latest_ready == st.latest_rolledout == rev3
+    with httpx.Client(base_url=url, timeout=60) as client:
+        answered = {(r.headers["x-llmops-revision"], r.headers["x-llmops-model-version"])
+                    for r in (_complete(client) for _ in range(5))}
+    assert answered == {(rev3, "1")}
     now = backend.pids(NAME, NS)
-    assert now[rev1] == pids[rev1] and rev2 not in now and _dead(pids[rev2])
+    assert now[rev3] != pids[rev1] and rev2 not in now and _dead(pids[rev2])
 
-    # 4. canary v2 again (revision 2 reused and restarted), then promote
+    # 4. canary v2 again (a new revision 4), then promote
     backend.apply(_isvc(micro_model, "2", canary=25))
     assert PredictorStatus.from_isvc(backend.wait_ready(NAME, NS, READY_S)).ready
     st = PredictorStatus.from_isvc(backend.apply(_isvc(micro_model, "2")))
-    assert st.latest_rolledout == rev2 and st.previous_rolledout == rev1
-    assert [(t.revision, t.percent) for t in st.traffic] == [(rev2, 100)]
-    assert rev1 in backend.pids(NAME, NS)  # kept alive as the rollback target
+    assert st.latest_rolledout == rev4 and st.previous_rolledout == rev3
+    assert [(t.revision, t.percent) for t in st.traffic] == [(rev4, 100)]
+    assert rev3 in backend.pids(NAME, NS)  # kept alive as the rollback target
 
     # 5. a canary whose model is broken never becomes ready: a failure with a reason, traffic unharmed
     broken = tmp_path / "broken"
@@ -147,11 +155,11 @@ def test_canary_lifecycle_on_real_servers(state_dir, tiny_model, micro_model, tm
     backend.apply(_isvc(broken, "3", canary=10))
     obj = backend.wait_ready(NAME, NS, READY_S)
     st = PredictorStatus.from_isvc(obj)
-    assert not st.ready and st.latest_created == rev3 and st.latest_ready == rev2
-    assert rev3 in st.reason and "exited with code" in st.reason, st.reason
+    assert not st.ready and st.latest_created == rev5 and st.latest_ready == rev4
+    assert rev5 in st.reason and "exited with code" in st.reason, st.reason
     assert {c["type"]: c["status"] for c in obj["status"]["conditions"]}["Ready"] == "False"
     with httpx.Client(base_url=url, timeout=60) as client:
-        assert {_complete(client).headers["x-llmops-revision"] for _ in range(5)} == {rev2}
+        assert {_complete(client).headers["x-llmops-revision"] for _ in range(5)} == {rev4}
 
     # 6. a restarted controller (new object, same folder) sees the same state and processes
     fresh = LocalBackend(state_dir)
@@ -160,7 +168,7 @@ def test_canary_lifecycle_on_real_servers(state_dir, tiny_model, micro_model, tm
 
     # 7. `llmops down` stops every process
     pids = fresh.pids(NAME, NS)
-    assert set(pids) == {"router", rev1, rev2}
+    assert set(pids) == {"router", rev3, rev4}
     done = _llmops("down", state_dir=state_dir)
     assert done.returncode == 0 and f"stopped {NS}/{NAME}" in done.stdout, done.stderr
     assert all(_dead(pid) for pid in pids.values()), pids

@@ -49,27 +49,34 @@ def test_canary_promote_rollback_and_restart(backends, tmp_path):
     assert b2.get("demo", NS)["status"] == b.get("demo", NS)["status"]
     assert b2.revision_urls("demo", NS, "demo-predictor-00002") == b.revision_urls("demo", NS, "demo-predictor-00002")
 
-    # rollback: canary 0 then restore v1's spec -> revision 1 reused, revision 2 stopped
+    # rollback as the controller does it: canary 0 (everything back on revision 1), then v1's spec at 0%: Knative
+    # makes a new revision 3 for it (no reuse of revision 1); traffic stays on revision 1 until 3 is ready
     pids_before = b.pids("demo", NS)
     b2.apply(isvc("demo", m2, "2", canary=0))
     st = PredictorStatus.from_isvc(b2.get("demo", NS))
     assert {t.revision: t.percent for t in st.traffic} == {"demo-predictor-00002": 0, "demo-predictor-00001": 100}
+    obj = b2.apply(isvc("demo", m1, "1", canary=0))
+    st = PredictorStatus.from_isvc(obj)
+    assert st.latest_created == "demo-predictor-00003" and st.latest_rolledout == "demo-predictor-00001"
+    assert sum(t.percent for t in st.traffic if t.revision == "demo-predictor-00001") == 100
+    obj = b2.wait_ready("demo", NS, 60)
+    assert PredictorStatus.from_isvc(obj).latest_ready == "demo-predictor-00003"
     obj = b2.apply(isvc("demo", m1, "1"))
     st = PredictorStatus.from_isvc(obj)
-    assert st.latest_created == st.latest_ready == st.latest_rolledout == "demo-predictor-00001"
+    assert st.latest_created == st.latest_ready == st.latest_rolledout == "demo-predictor-00003"
     pids = b2.pids("demo", NS)
-    assert pids["demo-predictor-00001"] == pids_before["demo-predictor-00001"]  # same process, no restart
+    assert pids["demo-predictor-00003"] != pids_before["demo-predictor-00001"]  # a new process, as on a cluster
     assert "demo-predictor-00002" not in pids
     assert not psutil.pid_exists(pids_before["demo-predictor-00002"]) or psutil.Process(
         pids_before["demo-predictor-00002"]
     ).status() == psutil.STATUS_ZOMBIE
 
-    # promote path from here: v2 again without canary creates no new revision (spec matches rev 2)
+    # v2's spec again: a new revision 4 as well, then it is rolled out
     obj = b2.apply(isvc("demo", m2, "2"))
     obj = b2.wait_ready("demo", NS, 60)
     st = PredictorStatus.from_isvc(obj)
-    assert st.latest_created == "demo-predictor-00002"
-    assert st.latest_rolledout == "demo-predictor-00002" and st.previous_rolledout == "demo-predictor-00001"
+    assert st.latest_created == "demo-predictor-00004"
+    assert st.latest_rolledout == "demo-predictor-00004" and st.previous_rolledout == "demo-predictor-00003"
 
     pids = b2.pids("demo", NS)
     b2.delete("demo", NS)

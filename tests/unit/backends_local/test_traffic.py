@@ -91,13 +91,17 @@ def test_full_canary_lifecycle_reaches_kserve_fixed_points():
     assert tr2 == (T(R2, 20, True, "latest"), T(R1, 80, False, "prev"))
 
 
-def test_rollback_then_restore_reused_revision():
+def test_rollback_restores_the_old_spec_as_a_new_cold_revision():
     st, tr = reconcile_traffic(S(R2, R2, R1, None), 0, True)
     assert tr == (T(R2, 0, True, "latest"), T(R1, 100, False, "prev"))
-    # restoring v1's spec reuses R1: latest created/ready point at it again
-    st, tr = reconcile_traffic(S(R1, R1, st.latest_rolledout, st.previous_rolledout), None, True)
-    assert st == S(R1, R1, R1, None) and tr == (T(R1, 100, True, "latest"),)
-    assert R2 not in revisions_to_keep(st, tr)
+    # v1's spec at 0% is a new generation: Knative makes R3 for it; while R3 starts, R1 keeps 100%
+    st, tr = reconcile_traffic(S(R3, R2, st.latest_rolledout, st.previous_rolledout), 0, True)
+    assert st == S(R3, R2, R1, None) and tr == (T(R2, 0, True, "latest"), T(R1, 100, False, "prev"))
+    assert revisions_to_keep(st, tr) == {R1, R2, R3}
+    # R3 ready and the canary percent dropped: R3 takes everything, R1 stays as the rollback target, R2 goes
+    st, tr = reconcile_traffic(S(R3, R3, st.latest_rolledout, st.previous_rolledout), None, True)
+    assert st == S(R3, R3, R3, R1) and tr == (T(R3, 100, True, "latest"),)
+    assert revisions_to_keep(st, tr) == {R1, R3}
 
 
 @pytest.mark.parametrize(

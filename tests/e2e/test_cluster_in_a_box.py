@@ -279,11 +279,6 @@ def test_ci_promote_both_outcomes(box):
 
 
 def test_controller_killed_mid_step_converges(box):
-    if box.mode == "Standard":
-        # suite time: resuming after SIGKILL is mode-independent controller logic, proven here in Serverless and at
-        # every kill point in tests/integration/faults/test_controller_kill_matrix.py; Standard's canary entry on
-        # restart from every persisted state: tests/unit/rollout/test_rollout_controller.py
-        pytest.skip("run in Serverless mode only")
     args = _promote_args(box, "--version", "2", "--holder", "ci-job-1")
     before = len(_history(box))
     proc, log = box.llmops(*args, background=True)

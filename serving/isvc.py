@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from serving.cluster.names import MODEL_VERSION_ENV
 
 API_VERSION = "serving.kserve.io/v1beta1"
 KIND = "InferenceService"
@@ -252,7 +253,7 @@ def render_predictor(p: PredictorSpec) -> dict[str, Any]:
     if p.gpus:
         resources["limits"][GPU_RESOURCE] = str(p.gpus)
         resources["requests"][GPU_RESOURCE] = str(p.gpus)
-    env = [{"name": "LLMOPS_MODEL_VERSION", "value": p.model_version}] if p.model_version else []
+    env = [{"name": MODEL_VERSION_ENV, "value": p.model_version}] if p.model_version else []
     env += [{"name": k, "value": v} for k, v in p.env]
     security = {
         "runAsNonRoot": True,

@@ -169,6 +169,9 @@ class ServingBackend(abc.ABC):
     def endpoints(self, name: str, namespace: str) -> Endpoints:
         """The service URL and, with tag routing, the ``latest``/``prev`` URLs."""
 
+    def record_event(self, obj: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
+        """Record a Kubernetes-style Event on the service (``kubectl describe`` shows it); default: none kept."""
+
     def revision_urls(self, name: str, namespace: str, revision: str) -> tuple[str, ...]:
         """Base URLs of one revision's model servers (for the ``scrape`` metrics provider).
 

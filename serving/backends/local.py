@@ -113,11 +113,11 @@ from serving.backends.local_traffic import (
     tag_routing_enabled,
 )
 from serving.isvc import validate_isvc
+from serving.backends.router import TAG_PREFIX
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path(".llmops") / "serving"
-TAG_PREFIX = "/_tag/"  # router path prefix standing in for KServe's "<tag>-" hostnames
 ROUTER_HEALTH_PATH = "/_router/health"
 READY_PATH = "/v2/health/ready"
 

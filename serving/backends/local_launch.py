@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 from serving.backends.base import BackendError
 from serving.isvc import DEPLOYMENT_MODE_ANNOTATION, MODEL_FORMAT, DeploymentMode, IsvcSpecError
+from serving.cluster.names import MODEL_VERSION_ENV
 
-MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"
 
 
 class LocalSpecError(BackendError, ValueError):

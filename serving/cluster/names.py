@@ -17,6 +17,7 @@ IMAGE_REGISTRY = "ghcr.io/llmops"  # where CI pushes by default (registry/owner)
 COMPONENTS_IMAGE_NAME = "llmops-components"  # components/Dockerfile: every pipeline step runs in it
 RUNTIME_IMAGE_NAME = "llmops-runtime"  # serving/Dockerfile: the model server (ServingRuntime image)
 COMPONENTS_IMAGE = f"{IMAGE_REGISTRY}/{COMPONENTS_IMAGE_NAME}:{VERSION}"
+MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"  # the predictor's env var naming its registry version (the server's default --model_version)
 RUNTIME_IMAGE_REPO = f"{IMAGE_REGISTRY}/{RUNTIME_IMAGE_NAME}"
 
 # --- service accounts -----------------------------------------------------------

@@ -275,12 +275,10 @@ class RolloutController(CanaryAnalysis, HookRunner):
 
     def _event(self, obj: dict, reason: str, message: str, warning: bool = False) -> None:
         """A Kubernetes Event on the service, where the backend can record one (best effort)."""
-        record = getattr(self.backend, "record_event", None)
-        if record is not None:
-            try:
-                record(obj, reason, message, "Warning" if warning else "Normal")
-            except Exception as exc:  # events are informational: never block the rollout
-                log.debug("event %s not recorded: %s", reason, exc)
+        try:
+            self.backend.record_event(obj, reason, message, "Warning" if warning else "Normal")
+        except Exception as exc:  # events are informational: never block the rollout
+            log.debug("event %s not recorded: %s", reason, exc)
 
     @staticmethod
     def _router(state_or_mode: "RolloutState | DeploymentMode | str") -> TrafficRouter:

@@ -13,8 +13,8 @@ import abc
 import copy
 from dataclasses import dataclass
 from typing import Any
+from serving.cluster.names import MODEL_VERSION_ENV
 
-MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"
 
 
 @dataclass(frozen=True)

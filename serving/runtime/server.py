@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from serving.errors import InjectedFaultError, ServingError
 from serving.runtime.config import ConfigError, EngineConfig, FaultConfig
 from serving.runtime.limits import REPOSITORY_TOKEN_ENV, RequestLimits
+from serving.cluster.names import MODEL_VERSION_ENV
 
 INFERENCE_PATHS = re.compile(
     r"^/(openai/v1/(chat/)?completions|v2/models/[^/]+(/versions/[^/]+)?/infer|v1/models/[^/]+:predict)$"
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_dir", default="/mnt/models", help="Hugging Face model folder (safetensors).")
     parser.add_argument(
         "--model_version",
-        default=os.environ.get("LLMOPS_MODEL_VERSION", "unversioned"),
+        default=os.environ.get(MODEL_VERSION_ENV, "unversioned"),
         help="Version label on every metric (default: $LLMOPS_MODEL_VERSION).",
     )
     parser.add_argument("--http_host", default="0.0.0.0", help="Address to bind (127.0.0.1 for local tests).")

@@ -208,6 +208,7 @@ class LocalBackend(ServingBackend):
         check_supported(body)
         name, namespace = meta["name"], meta["namespace"]
         predictor = body["spec"]["predictor"]
+        self._prefetch(((predictor.get("model") or {}).get("storageUri")) or "")
         with self._store.locked() as state:
             key = _key(name, namespace)
             record = state["services"].get(key)
@@ -251,6 +252,23 @@ class LocalBackend(ServingBackend):
                 record["rollout"]["latest_created"],
             )
             return copy.deepcopy(record["object"])
+
+    def _prefetch(self, storage_uri: str) -> None:
+        """Pull a modelcar into the cache before the state lock is taken.
+
+        A multi-gigabyte pull under the lock would stall every other call on this state folder (status,
+        another service's apply, the router's supervisor). Inside the lock the revision start then finds
+        the pulled folder complete in the cache. A failed pull is left to that start, which marks the
+        revision Failed with the reason, as before.
+        """
+        if not is_image_ref(storage_uri):
+            return
+        from oci_images.errors import ImageBuildError
+
+        try:
+            resolve_model_dir(storage_uri, pull_cache=self.state_dir / "models")
+        except (ImageBuildError, ValueError) as exc:
+            log.debug("modelcar %s not prefetched: %s", storage_uri, exc)
 
     def patch_annotations(
         self, name: str, namespace: str, annotations: dict[str, str | None], resource_version: str

@@ -12,7 +12,7 @@ import pytest
 
 from serving.backends.base import Conflict, NotFound, PredictorStatus
 from serving.backends.local import LocalBackend
-from serving.isvc import IsvcSchemaError
+from serving.isvc import IsvcSchemaError, PredictorSpec, ServiceSpec, render_isvc
 
 from .conftest import isvc, make_model
 
@@ -227,3 +227,30 @@ def test_unknown_tag_is_404(backends, tmp_path):
     b.wait_ready("tags", NS, 60)
     resp = httpx.get(b.endpoints("tags", NS).prev_url + "/v2/health/ready", timeout=10)
     assert resp.status_code == 404 and "no revision is tagged 'prev'" in resp.json()["error"]["message"]
+
+
+def test_a_modelcar_pull_does_not_hold_the_state_lock(backends, tmp_path, micro_model, monkeypatch):
+    """While a (slow) modelcar pull runs, other calls on the same state folder still answer."""
+    import oci_images.pull as pull
+    from components.build_image import build_image
+
+    ref = build_image(micro_model, f"oci-layout:{tmp_path / 'layout'}", mode="modelcar", base=None).reference
+    b, other = backends(), backends()
+    other.services()  # the state folder exists
+    answered: list[bool] = []
+    real = pull.pull_model
+
+    def slow_pull(*args, **kwargs):
+        if not answered:  # the first (uncached) pull: is the lock free meanwhile?
+            t = threading.Thread(target=lambda: answered.append(other.services() is not None))
+            t.start()
+            t.join(timeout=5)
+            if t.is_alive():
+                answered.append(False)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pull, "pull_model", slow_pull)
+    spec = ServiceSpec(name="car", predictor=PredictorSpec(storage_uri=ref, model_version="1"))
+    b.apply(render_isvc(spec))
+    assert answered and answered[0] is True, "another call waited for the pull: it ran under the state lock"
+    assert PredictorStatus.from_isvc(b.wait_ready("car", NS, 60)).ready

@@ -233,6 +233,7 @@ def promote(
     metrics: Any,
     *,
     quality: Callable | None = None,
+    probe_traffic: Callable[[str, str, int], int] | None = None,
     hooks: Any = None,
     holder: str | None = None,
     model_name: str | None = None,
@@ -258,7 +259,7 @@ def promote(
         raise TargetError("the service spec does not serve the target; build it with service_spec(target, ...)")
     controller = RolloutController(
         backend, spec, strategy, metrics, quality=quality, hooks=hooks, holder=holder, model_name=model_name,
-        report_writer=report_writer(report_dir) if report_dir is not None else None,
+        report_writer=report_writer(report_dir) if report_dir is not None else None, probe_traffic=probe_traffic,
     )
     log.info("promoting %s v%s onto %s/%s", target.model, target.version, spec.namespace, spec.name)
     return run_rollout(controller, clock=clock, sleep=sleep, report_dir=report_dir, max_duration_s=max_duration_s, on_outcome=on_outcome)

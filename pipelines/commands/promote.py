@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from pipelines import promote as lib
     from pipelines.cli import CliError
     from pipelines.commands.rollout import (
-        build_backend, build_metrics, build_quality, build_strategy, default_holder, golden_prompts, node_selector,
-        service_account, start_load,
+        build_backend, build_metrics, build_probe_traffic, build_quality, build_strategy, default_holder, golden_prompts, node_selector,
+        openai_base, service_account, start_load,
     )
     from serving.backends.base import BackendError
     from serving.isvc import IsvcError
@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         with status_line("promote"):
             result = lib.promote(
                 target, backend, spec, strategy, metrics, quality=quality,
+                probe_traffic=build_probe_traffic(prompts, model_name, openai_base(ns)),
                 hooks=MlflowHooks(args.model, ns.tracking_uri), holder=holder, model_name=model_name,
                 report_dir=ns.report_dir, max_duration_s=ns.timeout, on_outcome=print_progress(),
             )

@@ -188,7 +188,7 @@ def llm_release(
         _registry_push(image)
         kubernetes.set_image_pull_policy(image, "IfNotPresent")
         released = rollout(
-            image_ref=image.output,
+            image_ref=image.outputs["Output"],
             model_name=model_name,
             model_version=registered.output,
             backend=serving_backend,
@@ -222,10 +222,11 @@ def llm_release(
             base_model=base_model,
             dataset=dataset,
             dataset_sha256=data.outputs["Output"],
-            image_ref=image.output,
+            image_ref=image.outputs["Output"],
             champion_json=champion.output,
             finetune_metrics=tuned.outputs["metrics"],
             loss_curve=tuned.outputs["loss_curve"],
+            image_metrics=image.outputs["metrics"],
             eval_metrics=evaluated.outputs["metrics"],
             eval_report=evaluated.outputs["report"],
             rollout_report=released.outputs["report"],

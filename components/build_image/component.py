@@ -1,7 +1,7 @@
 """KFP components of the image step: thin wrappers around :func:`build_image` and the kaniko renderer."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
 from components.images import COMPONENT_OPTIONS
 
@@ -9,6 +9,7 @@ from components.images import COMPONENT_OPTIONS
 @dsl.component(**COMPONENT_OPTIONS)
 def build_image_op(
     model: Input[Model],
+    metrics: Output[Metrics],
     target: str,
     base: str = "",
     mode: str = "modelcar",
@@ -38,6 +39,8 @@ def build_image_op(
         from components.build_image.lineage import record_image
 
         record_image(result, model_name, model_version, tracking_uri or None)
+    metrics.log_metric("image_size_bytes", float(sum(layer.size for layer in result.layers)))
+    metrics.log_metric("bytes_uploaded", float(result.bytes_uploaded))
     return result.reference
 
 

@@ -19,6 +19,7 @@ def release_report(
     champion_json: str,
     finetune_metrics: Input[Metrics],
     loss_curve: Input[HTML],
+    image_metrics: Input[Metrics],
     eval_metrics: Input[Metrics],
     eval_report: Input[Markdown],
     rollout_report: Input[Markdown],
@@ -38,6 +39,7 @@ def release_report(
         model_name=model_name, run_name=run_name, outcome=outcome, version=version, base_model=base_model,
         dataset=dataset, dataset_sha256=dataset_sha256, image_ref=image_ref, champion_json=champion_json,
         finetune_metrics=dict(finetune_metrics.metadata), eval_metrics=dict(eval_metrics.metadata),
+        image_size_bytes=int(image_metrics.metadata.get("image_size_bytes") or 0) or None,
         loss_curve_html=text(loss_curve), eval_report_md=text(eval_report), rollout_report_md=text(rollout_report),
         rollout_record_json=text(rollout_record),
     ), encoding="utf-8")

@@ -42,6 +42,7 @@ def release_report_html(
     eval_report_md: str,
     rollout_report_md: str,
     rollout_record_json: str,
+    image_size_bytes: int | None = None,
 ) -> str:
     """One self-contained HTML page of the release (see :mod:`components.release_report.report`).
 
@@ -76,6 +77,7 @@ def release_report_html(
         gate_passed=True,  # this step runs in the pipeline's "gate passed" branch
         eval_report_md=eval_report_md,
         image_ref=image_ref,
+        image_size_bytes=image_size_bytes,
         canary_steps=steps,
         canary=canary,
         canary_duration_s=duration,

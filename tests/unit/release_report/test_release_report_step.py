@@ -31,7 +31,7 @@ def _page(outcome: str, record: dict) -> str:
         finetune_metrics={"final_loss": 0.42, "steps": 600}, eval_metrics={"exact_match": 64.5, "perplexity": 3.1},
         loss_curve_html='<img id="loss-curve" src="data:image/png;base64,AA==">',
         eval_report_md="# Evaluation\n\ngate passed", rollout_report_md="# Rollout of llm v3\n\nrolled back",
-        rollout_record_json=json.dumps(record),
+        rollout_record_json=json.dumps(record), image_size_bytes=3_400_000,
     )
 
 
@@ -49,6 +49,7 @@ def test_a_rolled_back_release_page_names_the_evidence_lineage_and_champion():
         assert value in page, value
     assert 'id="kpi-exact-match">64.5%' in page and 'id="loss-curve"' in page
     assert "champion after<b>v2</b>" in page  # a rollback leaves the champion where it was
+    assert "3.4 MB" in page  # the image size from the build step's metrics
 
 
 def test_a_promoted_release_moves_the_champion_and_a_missing_record_still_renders():

@@ -73,6 +73,22 @@ class DeploymentMode(str, enum.Enum):
             ) from None
 
 
+def parse_node_selector(items, what: str) -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` strings (each may hold several, comma-separated) -> node-selector pairs.
+
+    Raises:
+        IsvcSpecError: an item is not KEY=VALUE; the message starts with ``what`` (the flag or parameter).
+    """
+    pairs = []
+    for raw in items:
+        for part in filter(None, (p.strip() for p in str(raw).split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise IsvcSpecError(f"{what} {part!r}: write KEY=VALUE, e.g. nvidia.com/gpu.present=true")
+            pairs.append((key, value))
+    return tuple(pairs)
+
+
 def require_digest(ref: str, field_name: str) -> None:
     """Refuse an image or ``oci://`` reference that is not pinned by digest."""
     if not DIGEST_RE.search(ref):

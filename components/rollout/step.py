@@ -91,13 +91,12 @@ class RolloutStepConfig:
         self.node_selector_pairs()
 
     def node_selector_pairs(self) -> tuple[tuple[str, str], ...]:
-        pairs = []
-        for part in filter(None, (p.strip() for p in self.node_selector.split(","))):
-            key, sep, value = part.partition("=")
-            if not sep or not key:
-                raise RolloutStepError(f"node_selector: {part!r} is not key=value (e.g. nvidia.com/gpu.present=true)")
-            pairs.append((key, value))
-        return tuple(pairs)
+        from serving.isvc import IsvcSpecError, parse_node_selector
+
+        try:
+            return parse_node_selector([self.node_selector], "node_selector")
+        except IsvcSpecError as exc:
+            raise RolloutStepError(str(exc)) from None
 
     @property
     def storage_uri(self) -> str:

@@ -44,14 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.cli import CliError
     from serving.cluster.render import PLACEHOLDER_RUNTIME_IMAGE, KitError, KitSpec, render_kit, to_yaml, write_kit
     from serving.cluster.validate import ManifestError, validate_all
-    from serving.isvc import IsvcSpecError, PredictorSpec
+    from serving.isvc import IsvcSpecError, PredictorSpec, parse_node_selector
 
-    selector = []
-    for item in args.gpu_node_selector:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise CliError(f"--gpu-node-selector: {item!r} is not KEY=VALUE")
-        selector.append((key, value))
+    try:
+        selector = parse_node_selector(args.gpu_node_selector, "--gpu-node-selector")
+    except IsvcSpecError as exc:
+        raise CliError(str(exc)) from None
     tolerations = ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},) if args.gpus else ()
     predictor = PredictorSpec(
         gpus=args.gpus, node_selector=tuple(selector), tolerations=tolerations,

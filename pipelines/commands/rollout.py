@@ -196,14 +196,12 @@ def service_account(args: argparse.Namespace) -> str | None:
 def node_selector(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     """``--node-selector KEY=VALUE`` pairs."""
     from pipelines.cli import CliError
+    from serving.isvc import IsvcSpecError, parse_node_selector
 
-    pairs = []
-    for raw in args.node_selector:
-        key, sep, value = raw.partition("=")
-        if not sep or not key:
-            raise CliError(f"--node-selector {raw!r}: write KEY=VALUE, e.g. nvidia.com/gpu.present=true")
-        pairs.append((key, value))
-    return tuple(pairs)
+    try:
+        return parse_node_selector(args.node_selector, "--node-selector")
+    except IsvcSpecError as exc:
+        raise CliError(str(exc)) from None
 
 
 def build_strategy(args: argparse.Namespace):

@@ -46,7 +46,7 @@ def test_refusals_name_the_problem(capsys):
         (["--storage-uri", OCI, "--gpus", "1"], "node_selector: a GPU request needs a node selector"),
         (["--storage-uri", OCI, "--min-replicas", "4", "--max-replicas", "2"], "min_replicas: 4 is above max_replicas 2"),
         (["--runtime-image", "registry.example.com/server:latest"], "runtime_image:"),
-        (["--gpu-node-selector", "gpu"], "--gpu-node-selector: 'gpu' is not KEY=VALUE"),
+        (["--gpu-node-selector", "gpu"], "--gpu-node-selector 'gpu': write KEY=VALUE"),
     ]
     for extra, message in cases:
         rc = main(["manifests", "--namespace", "ns", "--model", "llm", *extra])

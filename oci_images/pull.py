@@ -145,9 +145,16 @@ def pull_model(ref: str, cache_dir: str | Path, *, insecure: bool = False, sourc
         if files == 0:
             raise ImageBuildError(f"image {ref} holds no files under {source_path}; is it a modelcar?")
         (staging / ".complete").write_text(digest)
+        if (out / ".complete").exists():  # another process finished the same pull first: keep its folder
+            return out
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
+            shutil.rmtree(out, ignore_errors=True)  # a partial folder without .complete
+        try:
+            os.replace(staging, out)
+        except OSError:
+            if (out / ".complete").exists():  # lost a race to another complete pull
+                return out
+            raise
         log.info("pulled %s: %d file(s) into %s", ref, files, out)
         return out
     finally:

@@ -73,6 +73,15 @@ class DeploymentMode(str, enum.Enum):
             ) from None
 
 
+def openai_base_of(predictor: dict[str, Any]) -> str:
+    """Where the OpenAI routes of a rendered predictor's runtime live (``/v1`` for vLLM's own server)."""
+    runtime = ((predictor or {}).get("model") or {}).get("runtime")
+    for profile in RUNTIME_PROFILES.values():
+        if profile.runtime == runtime:
+            return profile.openai_base
+    return RUNTIME_PROFILES[ServingRuntimeKind.LLMOPS].openai_base
+
+
 def parse_node_selector(items, what: str) -> tuple[tuple[str, str], ...]:
     """``KEY=VALUE`` strings (each may hold several, comma-separated) -> node-selector pairs.
 

@@ -41,6 +41,10 @@ def build_image_op(
         record_image(result, model_name, model_version, tracking_uri or None)
     metrics.log_metric("image_size_bytes", float(sum(layer.size for layer in result.layers)))
     metrics.log_metric("bytes_uploaded", float(result.bytes_uploaded))
+    import json
+    from pathlib import Path
+
+    Path(metrics.path).write_text(json.dumps(metrics.metadata))
     return result.reference
 
 

@@ -267,7 +267,7 @@ class LocalBackend(ServingBackend):
 
         try:
             resolve_model_dir(storage_uri, pull_cache=self.state_dir / "models")
-        except (ImageBuildError, ValueError) as exc:
+        except (ImageBuildError, ValueError, OSError) as exc:
             log.debug("modelcar %s not prefetched: %s", storage_uri, exc)
 
     def patch_annotations(

@@ -43,6 +43,7 @@ from llmops_core.faults import kill_point
 from serving.backends.base import Conflict, NotFound, PredictorStatus, ServingBackend
 from serving.isvc import (
     DEPLOYMENT_MODE_ANNOTATION,
+    openai_base_of,
     DeploymentMode,
     IsvcError,
     ServiceSpec,
@@ -340,6 +341,13 @@ class RolloutController(CanaryAnalysis, HookRunner):
             raise RolloutSpecError(
                 f"{self.namespace}/{self.name}: spec.predictor.canaryTrafficPercent is set to "
                 f"{spec['predictor']['canaryTrafficPercent']} outside a recorded rollout; finish or undo that canary first"
+            )
+        if current.get("model") and openai_base_of(current) != openai_base_of(new_pred):
+            raise RolloutSpecError(
+                f"{self.namespace}/{self.name}: the new runtime answers OpenAI requests at {openai_base_of(new_pred)}, "
+                f"the serving one at {openai_base_of(current)}; a canary would send part of every client's traffic "
+                "to a path that arm does not serve (404). Roll the new runtime out as a new InferenceService "
+                "(--name) and move clients over"
             )
         router = self._router(mode)
         prev_version = predictor_version(current)

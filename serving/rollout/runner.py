@@ -8,6 +8,8 @@ report at the end. Exit codes follow the CLI: 0 promoted, 1 rolled back, 2 error
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,11 +66,22 @@ def run_rollout(
     Raises:
         RolloutRefused, RolloutSpecError: before anything was changed.
     """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a cancelled CI job, a deleted pod) stops the rollout like Ctrl-C does, so the lease is released
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return _drive(controller, clock, sleep, report_dir, max_duration_s, max_unavailable, on_outcome, min_sleep_s)
-    except KeyboardInterrupt:  # Ctrl-C: a rerun by anyone resumes at once instead of waiting out the lease
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: a rerun by anyone resumes at once instead of waiting out the lease
         controller.release_lease(clock())
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _drive(controller, clock, sleep, report_dir, max_duration_s, max_unavailable, on_outcome, min_sleep_s) -> RolloutResult:

@@ -268,6 +268,7 @@ class GenerationEngine:
         Raises:
             RuntimeError: a warmup generation failed or did not finish within ``timeout_s``.
         """
+        requests = min(requests, self.config.max_queue)  # a small --max_queue must not refuse its own warmup
         if requests <= 0:
             return 0.0
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True).validate()

@@ -306,6 +306,30 @@ def test_a_controller_that_gives_up_releases_its_lease_and_another_resumes_at_on
     assert trace[-1][0].result == "promoted"
 
 
+def test_sigterm_stops_the_controller_and_releases_its_lease(backend, metrics, hooks):
+    """A cancelled CI job or a deleted pod (SIGTERM) releases the lease as Ctrl-C does."""
+    import os
+    import signal
+
+    from serving.rollout.runner import run_rollout
+
+    a = make(backend, metrics, hooks, holder="ctrl-a")
+    clock = iter(T0 + i for i in range(10_000))
+    ticks = []
+
+    def sleep(_s):
+        ticks.append(1)
+        if len(ticks) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_rollout(a, clock=lambda: next(clock), sleep=sleep)
+    assert LEASE_ANNOTATION not in backend.get(NAME, NS)["metadata"].get("annotations", {})
+    from serving.rollout import runner
+
+    assert signal.getsignal(signal.SIGTERM) is not runner._terminated  # the previous handler is back
+
+
 def test_concurrent_write_conflict_is_retried(backend, metrics, hooks):
     ctrl = make(backend, metrics, hooks)
     backend.fail_next_apply = Conflict("the object has been modified")
@@ -501,3 +525,18 @@ def test_quality_drop_at_full_traffic_still_rolls_back(backend, metrics, hooks):
     trace, _ = drive(ctrl, backend)
     assert trace[-1][0].result == "rolled_back"
     assert served_version(backend) == "1"
+
+
+def test_a_canary_onto_a_runtime_with_other_openai_routes_is_refused_before_any_change(backend, metrics, hooks):
+    """llmops (/openai/v1) -> vLLM's own server (/v1): half of every client's requests would 404 on one arm."""
+    import dataclasses
+
+    spec = service("2")
+    spec = dataclasses.replace(spec, predictor=dataclasses.replace(spec.predictor, serving_runtime="vllm", gpus=1,
+                                                                   node_selector=(("nvidia.com/gpu.present", "true"),)))
+    before = backend.get(NAME, NS)
+    ctrl = RolloutController(backend, spec, strategy(), metrics, hooks=hooks, holder="ctrl-a")
+    with pytest.raises(RolloutSpecError, match=r"answers OpenAI requests at /v1, the serving one at /openai/v1"):
+        ctrl.step(T0)
+    assert backend.get(NAME, NS)["spec"] == before["spec"]
+    assert hooks.kinds == []

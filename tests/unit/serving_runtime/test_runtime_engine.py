@@ -238,3 +238,14 @@ def test_warmup_that_cannot_generate_fails_loudly(hf):
             engine.warmup([10**9], requests=1)  # a token id outside the vocabulary: the forward pass fails
     finally:
         engine.stop(timeout=10)
+
+
+def test_warmup_fits_a_small_queue(hf):
+    """--max_queue 1 must not refuse the server's own warmup batch."""
+    model, tok = hf
+    engine = GenerationEngine(model, tok, EngineConfig(max_queue=1).resolved(model.config.n_positions))
+    engine.start()
+    try:
+        assert engine.warmup(tok("2+2=")["input_ids"], requests=4) > 0
+    finally:
+        engine.stop(timeout=10)

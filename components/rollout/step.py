@@ -195,7 +195,7 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
     )
     load = None
     if config.load_rps > 0:
-        load = _start_load(backend, config, [p.prompt for p in prompts])
+        load = _start_load(backend, config, [p.prompt for p in prompts], base)
     try:
         result = run_rollout(controller, report_dir=report_dir, max_duration_s=config.timeout_s)
     finally:
@@ -213,7 +213,7 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
                              report=result.report or None)
 
 
-def _start_load(backend, config: RolloutStepConfig, prompts: list[str]):
+def _start_load(backend, config: RolloutStepConfig, prompts: list[str], openai_base: str):
     from serving.backends.base import BackendError
     from serving.rollout.loadgen import LoadGenerator
 
@@ -221,10 +221,7 @@ def _start_load(backend, config: RolloutStepConfig, prompts: list[str]):
         url = backend.endpoints(config.model_name, config.namespace).url
     except BackendError:
         return None  # a first deployment has no canary to load
-    from serving.isvc import RUNTIME_PROFILES, ServingRuntimeKind
-
-    base = RUNTIME_PROFILES[ServingRuntimeKind.parse(config.serving_runtime)].openai_base
-    gen = LoadGenerator(url, config.model_name, prompts, rps=config.load_rps, openai_base=base)
+    gen = LoadGenerator(url, config.model_name, prompts, rps=config.load_rps, openai_base=openai_base)
     gen.start()
     return gen
 

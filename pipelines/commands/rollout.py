@@ -109,6 +109,8 @@ def _policy(args):
 
     data = {"min_requests": args.min_requests}
     if args.max_latency_ratio is not None:
+        if args.max_latency_ratio < 1:
+            raise CliError(f"--max-latency-ratio {args.max_latency_ratio:g}: must be at least 1 (canary p95 / stable p95)")
         data.update(max_latency_ratio=args.max_latency_ratio, max_ttft_ratio=args.max_latency_ratio)
     if args.policy:
         try:

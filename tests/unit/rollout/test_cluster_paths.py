@@ -69,3 +69,12 @@ def test_rollout_step_serves_the_pushed_image_as_a_modelcar_on_either_backend(ba
     cfg.validate()
     assert cfg.storage_uri == "oci://" + ref
     assert RolloutStepConfig(image_ref="oci-layout:/x@sha256:" + "cd" * 32, model_name="llm", model_version="1").storage_uri.startswith("oci-layout:")
+
+
+def test_a_latency_ratio_below_one_names_the_flag(capsys):
+    from pipelines.cli import main
+
+    rc = main(["rollout", "--name", "x", "--model-version", "1", "--storage-uri", "/nope", "--max-latency-ratio", "0.5"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--max-latency-ratio 0.5: must be at least 1" in err and "Traceback" not in err

@@ -68,7 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--prompt_tokens", type=int, default=32)
     parser.add_argument("--output_tokens", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=2, help="requests per client at each concurrency (min 16)")
+    parser.add_argument("--requests", type=int, default=8,
+                        help="requests per client at each concurrency (min 16): enough waves for a steady state")
     parser.add_argument("--rounds", type=int, default=3, help="in-process repetitions per batch size")
     parser.add_argument("--slo_ttft_ms", type=float, default=500.0)
     parser.add_argument("--slo_itl_ms", type=float, default=50.0)

@@ -240,12 +240,16 @@ def record_rollback(
     trigger: str = "rollout",
     clock: Callable[[], float] = time.time,
     rollout_id: str | None = None,
+    same_version_serves: bool = False,
 ) -> Event:
     """Record that the rollout of ``version`` was rolled back.
 
     If ``version`` is not the champion (a canary that regressed), the champion
     stays and ``challenger`` is cleared if it pointed at ``version``. If it is
-    the champion, ``champion`` moves back to ``previous-champion``.
+    the champion, ``champion`` moves back to ``previous-champion`` -- unless
+    ``same_version_serves``: the rollout re-rolled the serving version with a
+    new spec (runtime, image, arguments), and that version, on its old spec,
+    is what serves after the rollback, so ``champion`` stays on it.
 
     Args:
         name: registered model name.
@@ -258,6 +262,7 @@ def record_rollback(
         clock: time source (epoch seconds).
         rollout_id: the rollout rolling back: a rerun returns the event it already
             wrote (nothing is recorded or moved twice) and takes its leftover lock over at once.
+        same_version_serves: the version rolled back is also the one serving afterwards (see above).
 
     Returns:
         The recorded :class:`Event` (``kind == "rollback"``).
@@ -281,7 +286,7 @@ def record_rollback(
         now = clock()
         kill_point("registry.rollback.locked")
         try:
-            if current == target:
+            if current == target and not same_version_serves:
                 previous = _norm(aliases.get(PREVIOUS_CHAMPION))
                 if previous is None:
                     raise RegistryError(
@@ -319,7 +324,8 @@ def record_rollback(
             )
             kill_point("registry.rollback.event_written")
             with conn.guard():
-                conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rollout_outcome", "rolled_back")
+                conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rollout_outcome",
+                                                  "respec_rolled_back" if same_version_serves else "rolled_back")
                 conn.client.set_model_version_tag(name, target, TAG_PREFIX + "rolled_back_at", event.time)
         except BaseException:
             _restore_aliases(conn, name, aliases)

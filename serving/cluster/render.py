@@ -63,6 +63,7 @@ from serving.cluster.names import (  # noqa: E402  (one source of truth for name
     DEFAULT_NAMESPACE,
     PIPELINE_SA,
     PREDICTOR_SA,
+    RAW_APP_LABEL_PREFIX,
     REGISTRY_PULL_SECRET,
     ROLLOUT_SA,
     RUNTIME_IMAGE_REPO,
@@ -341,15 +342,18 @@ def revision_relabelings(mode: DeploymentMode) -> list[dict[str, Any]]:
 
     Serverless: Knative labels each pod with ``serving.knative.dev/revision``,
     the name KServe reports as ``status.components.predictor.latestCreatedRevision``.
-    Standard: a Deployment's pods carry no revision label, so the revision is
-    the pod's controller (its ReplicaSet): a new predictor spec is a new
-    ReplicaSet. ``pod`` and ``namespace`` are added by prometheus-operator itself.
+    Standard: each predictor (stable, and every ``spec.canary[]`` entry) is its
+    own Deployment, whose pods KServe labels ``app: isvc.<deployment>``
+    (``serving.cluster.names.predictor_deployment``); the revision is that
+    Deployment's name, which the Standard router reports as the arm (a
+    ReplicaSet name would change at every rolling update of one arm).
+    ``pod`` and ``namespace`` are added by prometheus-operator itself.
     """
     if mode is DeploymentMode.SERVERLESS:
-        source = "__meta_kubernetes_pod_label_serving_knative_dev_revision"
-    else:
-        source = "__meta_kubernetes_pod_controller_name"
-    return [{"sourceLabels": [source], "targetLabel": REVISION_LABEL, "action": "replace", "regex": "(.+)"}]
+        return [{"sourceLabels": ["__meta_kubernetes_pod_label_serving_knative_dev_revision"],
+                 "targetLabel": REVISION_LABEL, "action": "replace", "regex": "(.+)"}]
+    return [{"sourceLabels": ["__meta_kubernetes_pod_label_app"], "targetLabel": REVISION_LABEL, "action": "replace",
+             "regex": re.escape(RAW_APP_LABEL_PREFIX) + "(.+)"}]
 
 
 def model_version_relabeling() -> dict[str, Any]:

@@ -439,8 +439,8 @@ class RolloutController(CanaryAnalysis, HookRunner):
             return StepOutcome(state.phase.value, "waiting", weight, "canary warming up", next_check_s=state.warm_until - now)
         if state.interval_start is None or self._primed != (state.rollout_id, state.step_index):
             # the interval starts now; counter-based providers (scrape) take their baseline here
-            self._prime(state.target_version, canary_rev, now, state.mode)
-            self._prime(state.previous_version, stable_rev, now, state.mode)
+            self._prime(state.target_version, canary_rev, now)
+            self._prime(state.previous_version, stable_rev, now)
             self._primed = (state.rollout_id, state.step_index)
             new = state.evolve(interval_start=now, canary_revision=canary_rev or state.canary_revision)
             self._write(obj, new, now)
@@ -595,7 +595,7 @@ class RolloutController(CanaryAnalysis, HookRunner):
             return self._run_hooks(obj, state, now)
         if self._primed != (state.rollout_id, "bake"):
             ps = PredictorStatus.from_isvc(obj)
-            self._prime(state.target_version, state.canary_revision or ps.latest_ready, now, state.mode)
+            self._prime(state.target_version, state.canary_revision or ps.latest_ready, now)
             self._primed = (state.rollout_id, "bake")
             state = state.evolve(interval_start=now)
             self._write(obj, state, now)

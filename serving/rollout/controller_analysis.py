@@ -14,7 +14,6 @@ import logging
 from typing import Any, Callable
 
 from serving.backends.base import BackendError, ServingBackend
-from serving.isvc import DeploymentMode
 from serving.metrics.base import MetricsError, MetricsProvider, MetricsTarget, RevisionMetrics
 from serving.rollout.state import RolloutState, metrics_from_dict, metrics_to_dict, summarize_metrics
 from serving.rollout.strategy import RolloutStrategy
@@ -53,9 +52,9 @@ class CanaryAnalysis:
         canary_m: RevisionMetrics | None = None
         stable_m: RevisionMetrics | None = None
         try:
-            canary_m = self._collect(self._target(state.target_version, canary_rev, state.mode), start, end, policy.provider_retries)
+            canary_m = self._collect(self._target(state.target_version, canary_rev), start, end, policy.provider_retries)
             if not bake:
-                stable_m = self._collect(self._target(state.previous_version, stable_rev, state.mode), start, end, policy.provider_retries)
+                stable_m = self._collect(self._target(state.previous_version, stable_rev), start, end, policy.provider_retries)
         except (MetricsError, BackendError) as exc:
             provider_error = f"metrics: {exc}"
         except Exception as exc:  # any other provider failure is an ERROR measurement too (Argo Rollouts), never a crash
@@ -124,22 +123,22 @@ class CanaryAnalysis:
         except Exception as exc:  # probes add evidence; their failure must not stop the rollout
             log.warning("%s: probe traffic not sent: %s", self.name, exc)
 
-    def _prime(self, version: str, revision: str | None, now: float, mode: str | None = None) -> None:
+    def _prime(self, version: str, revision: str | None, now: float) -> None:
         """Let the provider take its baseline for an interval starting ``now``.
 
         A provider that cannot take it is not fatal: the interval's collect will
         report the failure as an ERROR measurement.
         """
         try:
-            self.metrics.prime(self._target(version, revision, mode))
+            self.metrics.prime(self._target(version, revision))
         except Exception as exc:
             log.warning("metrics baseline for v%s not taken: %s", version, exc)
 
-    def _target(self, version: str, revision: str | None, mode: str | None = None) -> MetricsTarget:
+    def _target(self, version: str, revision: str | None) -> MetricsTarget:
         """The arm to measure: by version AND revision (a re-roll of one version with a new spec is two arms).
 
-        Standard mode names its canary by ``canaryStatuses[].name``, which the kit's PodMonitor cannot put on
-        the pods' series (their revision label is the ReplicaSet), so there the arm is selected by version only.
+        The revision is the Knative revision (Serverless) or the predictor's Deployment (Standard); the kit's
+        PodMonitor puts either on the pods' series as ``revision``.
         """
         urls: tuple[str, ...] = ()
         if revision:
@@ -149,7 +148,7 @@ class CanaryAnalysis:
                 urls = ()
         return MetricsTarget(
             model_name=self.model_name, model_version=version, urls=urls, namespace=self.namespace,
-            revision=(revision or None) if mode != DeploymentMode.STANDARD.value else None,
+            revision=revision or None,
         )
 
     def _probe_quality(self, state: RolloutState, weight: int):

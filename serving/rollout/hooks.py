@@ -128,5 +128,7 @@ class MlflowHooks:
             report=event.report,
             tracking_uri=self.tracking_uri,
             rollout_id=event.rollout_id,
+            # a re-roll of the serving version (new spec): that version, on its old spec, serves on
+            same_version_serves=event.version == event.previous_version,
         )
         log.info("registry: %s v%s rollback recorded", self.model_name, event.version)

@@ -23,8 +23,8 @@ class CanaryStatus:
 
     ready: bool  # the canary serves the step's share
     reason: str | None  # why not, when not ready
-    canary_revision: str | None  # the canary's revision (Serverless) or variant (Standard)
-    stable_revision: str | None  # the revision serving the rest
+    canary_revision: str | None  # the canary's revision (Serverless) or Deployment (Standard)
+    stable_revision: str | None  # the revision (or Deployment) serving the rest
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import copy
 import re
 from typing import Any
 
+from serving.cluster.names import predictor_deployment
 from serving.routers.base import CanaryStatus, RollbackPlan, TrafficRouter, condition_reason, observed, predictor_version, strip_canary
 
 CONTAINER_NAME = "kserve-container"  # the CRD requires model.name inside a canary entry
@@ -58,13 +59,17 @@ class StandardRouter(TrafficRouter):
         if not canaries:
             return CanaryStatus(False, ps.reason or "no canary status reported yet", None, None)
         c = canaries[0]
+        # the arms are the two Deployments (their pods' ``revision`` label, see the kit's PodMonitor)
+        isvc = (obj.get("metadata") or {}).get("name", "")
+        canary_rev = predictor_deployment(isvc, c.get("name"))
+        stable_rev = predictor_deployment(isvc, ((obj.get("spec") or {}).get("predictor") or {}).get("name"))
         if not c.get("ready"):
-            return CanaryStatus(False, condition_reason(status) or f"canary {c.get('name')} is not ready", c.get("name"),
-                                ps.latest_ready)
+            return CanaryStatus(False, condition_reason(status) or f"canary {c.get('name')} is not ready", canary_rev,
+                                stable_rev)
         if int(c.get("trafficPercent", -1)) != state.weight:
             return CanaryStatus(False, f"canary traffic is {c.get('trafficPercent')}%, waiting for {state.weight}%",
-                                c.get("name"), ps.latest_ready)
-        return CanaryStatus(True, None, c.get("name"), ps.latest_ready)
+                                canary_rev, stable_rev)
+        return CanaryStatus(True, None, canary_rev, stable_rev)
 
     def promote(self, body, state):
         # the canary's predictor, name included, becomes the predictor: its Deployment keeps serving

@@ -40,14 +40,21 @@ def choose_tokens(
     """
     logits = logits.float()
     vocab = logits.shape[-1]
+    rows: list[int] = []  # (row, token) pairs to ban, written in one indexing op (not one per row)
+    cols: list[int] = []
     for i, p in enumerate(params):
-        banned = []
-        if eos_token_id is not None and (p.ignore_eos or (generated is not None and generated[i] < p.min_tokens)):
-            banned.append(eos_token_id)
-        if p.stop_token_ids and generated is not None and generated[i] < p.min_tokens:
-            banned.extend(t for t in p.stop_token_ids if t < vocab)
-        if banned:
-            logits[i, banned] = float("-inf")
+        below_min = generated is not None and generated[i] < p.min_tokens
+        if eos_token_id is not None and (p.ignore_eos or below_min):
+            rows.append(i)
+            cols.append(eos_token_id)
+        if p.stop_token_ids and below_min:
+            for t in p.stop_token_ids:
+                if t < vocab:
+                    rows.append(i)
+                    cols.append(t)
+    if rows:
+        logits[rows, cols] = float("-inf")
+    for i, p in enumerate(params):
         if p.repetition_penalty != 1.0 and histories is not None and histories[i]:
             # As vLLM and transformers: positive logits are divided, negative ones multiplied.
             seen = torch.tensor(sorted(set(histories[i])), dtype=torch.long, device=logits.device)

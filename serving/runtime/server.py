@@ -27,6 +27,19 @@ INFERENCE_PATHS = re.compile(
 )
 
 
+def event_loop_factory(choice: str):
+    """The loop ``--event-loop`` names, as uvicorn decides it: ``auto`` is uvloop when installed, else asyncio."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("error: --event-loop uvloop: uvloop is not installed (pip install uvloop)") from None
+        return None
+    return uvloop.new_event_loop
+
+
 def build_parser() -> argparse.ArgumentParser:
     """KServe's ModelServer parser extended with the LLM runtime's options."""
     from kserve import model_server
@@ -282,9 +295,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                     grace_period=self.grace_period,
                 )
                 self.servers.append(self._grpc_server.start(self.max_threads))
-            self.setup_event_loop()
             self.register_signal_handler()
-            asyncio.run(self._serve())
+            # KServe's single-worker path runs ``asyncio.run`` and so never uses uvloop, whatever
+            # --event_loop says; uvicorn's own rule (uvicorn/loops/auto.py, ``auto_loop_factory``)
+            # picks uvloop when it is installed. KServe's ``setup_event_loop`` configures
+            # ``asyncio.get_event_loop()``, not the loop that serves, so the same is done in ``_serve``.
+            with asyncio.Runner(loop_factory=event_loop_factory(self.event_loop)) as runner:
+                runner.run(self._serve())
+
+        async def _serve(self):
+            self.setup_event_loop()
+            logger.info("event loop: %s", type(asyncio.get_running_loop()).__module__.partition(".")[0])
+            await super()._serve()
 
     _Server(
         http_port=args.http_port,

@@ -240,10 +240,11 @@ def test_latency_regressed_v3_rolled_back(box):
     if box.mode == "Serverless":
         _run(box, serving_args=SLOW)  # v3 through the pipeline
         bad = "3"
-    else:  # Standard: the regressed version comes from CI (saves a pipeline run)
-        done = box.llmops(*_promote_args(box, "--version", "1", "--predictor-arg=--fault_latency_ms=400"))
+    else:  # Standard: CI re-rolls the serving version with a regressed spec (saves a pipeline run). Both arms
+        # are v2, told apart only by their Deployments (the PodMonitor's revision label)
+        done = box.llmops(*_promote_args(box, "--version", "2", "--predictor-arg=--fault_latency_ms=400"))
         assert done.returncode == 1 and "ROLLED BACK" in done.stdout, done.stdout + done.stderr
-        bad = "1"
+        bad = "2"
     obj = box.isvc(MODEL)
     if box.mode == "Serverless":
         assert _version_of(box, _predictor(obj)["latestRolledoutRevision"]) == "2", _state(box)

@@ -248,7 +248,9 @@ class KServeStandIn:
         canaries = []
         for entry in spec.get("canary") or ():
             c_ready, c_reason = self._ready(predictor_version(entry["predictor"]))
-            c_name = f"{name}-canary-{_hash(entry['predictor'])[:8]}"
+            # kserve components/predictor.go reconcileCanaryDeployments: CanaryStatus.Name is the canary's
+            # predictor name (its Deployment is PredictorServiceName(isvc, that name))
+            c_name = entry["predictor"].get("name", "")
             self.revision_versions[c_name] = predictor_version(entry["predictor"])
             canaries.append({"name": c_name, "ready": c_ready,
                              "trafficPercent": int(entry["trafficPercent"]) if c_ready else 0})

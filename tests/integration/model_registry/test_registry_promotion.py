@@ -127,6 +127,19 @@ def test_rollback_of_the_champion_restores_the_previous_one(registry_uri, model_
     assert [e.kind for e in history(model_name, tracking_uri=registry_uri)] == ["promotion"] * 3 + ["rollback"] * 2
 
 
+def test_rollback_of_a_respec_of_the_champion_keeps_it_champion(registry_uri, model_name, micro_model):
+    """A re-roll of the serving version with a new spec that regresses: the version still serves (old spec)."""
+    v1, v2, _ = _three_versions(registry_uri, model_name, micro_model)
+    promote(model_name, v1, trigger="manual", tracking_uri=registry_uri)
+    promote(model_name, v2, trigger="manual", tracking_uri=registry_uri)
+    event = record_rollback(model_name, v2, reason="p95 x3 on the new runtime args", tracking_uri=registry_uri,
+                            same_version_serves=True)
+    assert (event.kind, event.from_version, event.to_version) == ("rollback", v2, v2)
+    assert get_champion(model_name, tracking_uri=registry_uri).version == v2
+    assert resolve(model_name, "previous-champion", tracking_uri=registry_uri).version == v1
+    assert get_lineage(model_name, v2, tracking_uri=registry_uri)["rollout_outcome"] == "respec_rolled_back"
+
+
 def test_refusals_name_the_fix(registry_uri, model_name, micro_model):
     (v1, *_rest) = _three_versions(registry_uri, model_name, micro_model)
     with pytest.raises(ValueError, match="needs a trigger"):

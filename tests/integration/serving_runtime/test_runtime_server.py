@@ -174,3 +174,8 @@ def test_concurrent_requests_share_batches(server, client):
     steps = metric(after, "llmops_batch_size_count", **sel) - metric(before, "llmops_batch_size_count", **sel)
     rows = metric(after, "llmops_batch_size_sum", **sel) - metric(before, "llmops_batch_size_sum", **sel)
     assert rows / steps > 1.5  # 8 x 40 tokens in far fewer than 320 forward passes
+
+
+def test_server_serves_on_uvloop(server):
+    """KServe's single-worker path would run plain asyncio; the server picks uvloop as uvicorn's ``auto`` does."""
+    assert "event loop: uvloop" in server.log

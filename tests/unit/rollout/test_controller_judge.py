@@ -59,7 +59,8 @@ def test_rerolling_the_same_version_with_a_new_spec_compares_two_revisions(backe
     assert "latency" in trace[-1].message or "latency" in ctrl.last_state.reason
 
 
-def test_standard_mode_selects_arms_by_version_only(hooks):
+def test_standard_mode_selects_arms_by_deployment(hooks):
+    """Standard mode's arms are the predictors' Deployments (the kit's PodMonitor labels their pods' series)."""
     from serving.isvc import render_isvc
     from tests.support.rollout_fakes import FakeKServeBackend
 
@@ -69,7 +70,9 @@ def test_standard_mode_selects_arms_by_version_only(hooks):
     ctrl = RolloutController(backend, service("2", DeploymentMode.STANDARD), strategy(), metrics, hooks=hooks, holder="c")
     trace, _ = run(ctrl)
     assert trace[-1].result == "promoted"
-    assert {t.revision for t, _, _ in metrics.calls} == {None}
+    arms = {(t.model_version, t.revision) for t, _, _ in metrics.calls}
+    assert ("2", f"{NAME}-v2-predictor") in arms and ("1", f"{NAME}-predictor") in arms
+    assert {t.revision for t, _, _ in metrics.calls} == {f"{NAME}-v2-predictor", f"{NAME}-predictor"}
 
 
 def test_quiet_canary_pauses_and_is_never_rolled_back_then_promotes_when_traffic_comes(backend, hooks):

@@ -156,3 +156,13 @@ def test_model_load_refuses_missing_folder_pickle_weights_and_bad_dtype(tmp_path
         LLMModel("m", tmp_path / "pickled").load()
     with pytest.raises(ModelLoadError, match="--dtype 'float99' is not a torch dtype"):
         LLMModel("m2", model_copy, torch_dtype="float99").load()
+
+
+def test_event_loop_choice_follows_uvicorns_auto_rule():
+    import uvloop
+
+    from serving.runtime.server import event_loop_factory
+
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None

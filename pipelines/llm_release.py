@@ -118,7 +118,7 @@ def llm_release(
         serving_memory: Predictor memory request and limit.
         serving_gpus: Predictor nvidia.com/gpu (needs serving_node_selector).
         serving_node_selector: Predictor node selector, key=value[,key=value].
-        finetune_gpus: nvidia.com/gpu for the fine-tune step (0 = none; needs a CUDA build of the components image).
+        finetune_gpus: nvidia.com/gpu for the fine-tune step (0 = none; needs a CUDA build of the components image); pod trainer only: with trainjob keep 0, the step only launches and follows the job, whose nodes get gpus_per_node.
         serving_state_dir: Local backend only: its state folder.
         traffic_steps: Canary traffic percentages, increasing, ending at 100.
         analysis_interval_s: Seconds of traffic judged per analysis interval.

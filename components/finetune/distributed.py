@@ -186,9 +186,36 @@ class ProgressLog:
     def event(self, kind: str, **fields) -> None:
         with self.local_file.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps({"event": kind, "time": round(time.time(), 3), **fields}) + "\n")
+        if kind == "log":  # log lines travel with the next progress event (one upload per step, not per line)
+            return
         self._pending += 1
         if self.remote_uri and (self._pending >= self.flush_every or kind in ("done", "error")):
             self.flush()
+
+
+class ProgressLogHandler(logging.Handler):
+    """Rank 0's log records (INFO and up) as ``log`` events in ``progress.jsonl``.
+
+    The KFP step prints them as they come, so the step's log shows the trainer's own
+    lines (dataset, parameters, steps, checkpoints, warnings) without reading pod logs
+    (which would need ``pods/log`` RBAC for the pipeline account and a pod-serving API).
+    """
+
+    def __init__(self, progress: ProgressLog) -> None:
+        super().__init__(logging.INFO)
+        self.progress = progress
+        self._busy = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._busy:  # a record logged while writing one (the storage layer's own logging)
+            return
+        self._busy = True
+        try:
+            self.progress.event("log", level=record.levelname, logger=record.name, message=record.getMessage()[:2000])
+        except Exception:  # never let progress reporting break training
+            self.handleError(record)
+        finally:
+            self._busy = False
 
     def flush(self) -> None:
         if self.remote_uri:
@@ -242,6 +269,9 @@ def run(model: str, data: str, out: str, config, ctx: DistContext, checkpoint: s
         progress = ProgressLog(local_progress, f"{out.rstrip('/')}/{PROGRESS_FILE}" if remote_out else None,
                                flush_every=1)
         progress.event("start", world_size=ctx.world_size, strategy=ctx.strategy.value, max_steps=config.max_steps)
+    handler = ProgressLogHandler(progress) if progress is not None else None
+    if handler is not None:
+        logging.getLogger().addHandler(handler)
     try:
         if ctx.local_rank == 0:
             model_dir = _stage_in(model, workdir / "model", is_file=False)
@@ -261,6 +291,9 @@ def run(model: str, data: str, out: str, config, ctx: DistContext, checkpoint: s
         if progress is not None:
             progress.event("error", error=type(exc).__name__, message=str(exc)[:2000])
         raise
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
     if ctx.is_main and result is not None:
         if remote_out:
             for name in ("model", "adapter"):

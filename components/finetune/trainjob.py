@@ -4,7 +4,7 @@ The KFP step stages the base model and the training file on shared storage (a PV
 path mounted in the step and the TrainJob's nodes, or ``s3://`` / ``gs://``), creates a
 TrainJob against the stock ``torch-distributed`` ClusterTrainingRuntime whose trainer
 runs ``torchrun -m components.finetune.distributed`` on every node, prints the job's
-progress (rank 0's ``progress.jsonl``) into the step's log while it waits, and pulls the
+progress and rank 0's own log lines (``progress.jsonl``) into the step's log while it waits, and pulls the
 trained model back. A failed TrainJob fails the step with the job's condition reason
 and message and the trainer's own last error.
 
@@ -309,6 +309,8 @@ def describe(event: dict) -> str:
         return f"trainjob: done, {event['steps']} steps, final loss {event['final_loss']:.4f}, {event['tokens_per_s']:.0f} tokens/s"
     if kind == "error":
         return f"trainjob: trainer error {event['error']}: {event['message']}"
+    if kind == "log":
+        return f"trainjob rank0 {event.get('level', 'INFO')}: {event.get('message', '')}"
     return f"trainjob: {json.dumps(event)}"
 
 

@@ -36,7 +36,8 @@ rollout falsely rolls back with probability at most ``alpha``):
   chosen each interval from the *pooled* histogram of both arms (the bucket
   bounds at or above the pooled p95 and p99, and the one below the pooled p95,
   so the choice cannot favour either arm), tested like the error counts; ``E``
-  is the mean of the three e-processes. FAILS
+  is their weighted mean (``TAIL_SLOT_WEIGHTS``, 0.6 on the p95 bound, fixed in
+  advance, so still an e-process). FAILS
   when ``E >= 1/a`` AND the pooled canary p95 or p99 exceeds ``max_*_ratio`` x
   stable's. The evidence carries both arms' p95/p99 with a distribution-free
   95 % interval from the bucket counts (binomial order-statistic ranks).
@@ -100,7 +101,7 @@ ODDS_GRID = (1.5, 2.5, 4.0, 7.0, 12.0, 25.0, 60.0)
 # share of alpha each check gets (Bonferroni with weights, fixed by the policy alone): rank tests
 # detect whole-distribution shifts with a large margin, so most of alpha goes to errors and tails
 CHECK_WEIGHTS = {
-    "error_rate_increase": 4.0, "latency_tail": 2.5, "ttft_tail": 2.5, "latency_rank": 0.5, "ttft_rank": 0.5,
+    "error_rate_increase": 4.0, "latency_tail": 3.5, "ttft_tail": 3.5, "latency_rank": 0.5, "ttft_rank": 0.5,
     "error_rate": 1.0, "latency_p95": 1.0, "ttft_p95": 1.0,
     "baseline_error_rate": 0.5, "baseline_latency_p95": 0.5, "baseline_ttft_p95": 0.5,
 }
@@ -111,6 +112,9 @@ RANK_TAU = 0.1
 TAIL_LEVELS = (0.95, 0.99)
 # exceedance thresholds of the tail test: (pooled quantile, bound below it instead of above)
 TAIL_SLOTS = ((0.95, False), (0.99, False), (0.95, True))
+# their weights in the tail e-process (a convex combination of e-processes is one): most on the p95 bound,
+# where a tail of a few percent of requests shows first; the others catch rarer and bucket-hidden tails
+TAIL_SLOT_WEIGHTS = (0.6, 0.3, 0.1)
 CI_LEVEL = 0.95
 _P95_TAIL = 0.05
 
@@ -118,11 +122,14 @@ _P95_TAIL = 0.05
 # ------------------------------------------------------------------ statistics
 
 
-def _logsumexp_mean(logs: Sequence[float]) -> float:
+def _logsumexp_mean(logs: Sequence[float], weights: Sequence[float] | None = None) -> float:
+    """log of the (weighted) mean of ``exp(logs)``; ``weights`` sum to 1 (default: equal)."""
     m = max(logs)
     if math.isinf(m):
         return m
-    return m + math.log(sum(math.exp(v - m) for v in logs) / len(logs))
+    if weights is None:
+        return m + math.log(sum(math.exp(v - m) for v in logs) / len(logs))
+    return m + math.log(sum(w * math.exp(v - m) for v, w in zip(logs, weights)))
 
 
 def two_sample_log_lr(x: int, n_c: int, y: int, n_s: int, grid: Sequence[float] = ODDS_GRID) -> list[float]:
@@ -484,7 +491,7 @@ def _relative_checks(
             sub["log_lr"] = [a + b for a, b in zip(sub["log_lr"], lr)]
             logs.append(_logsumexp_mean(sub["log_lr"]))
         tail = stream["checks"].setdefault(f"{kind}_tail", {"max_log_e": 0.0})
-        tail["log_e"] = _logsumexp_mean(logs)  # the mean of e-processes is an e-process
+        tail["log_e"] = _logsumexp_mean(logs, TAIL_SLOT_WEIGHTS)  # a weighted mean of e-processes is an e-process
         tail["max_log_e"] = max(tail["max_log_e"], tail["log_e"])
         worst = max((r for r in (p95_ratio, p99_ratio) if r is not None), default=None)
         checks.append(_check_from(

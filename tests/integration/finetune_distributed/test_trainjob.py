@@ -167,6 +167,8 @@ def test_pipeline_step_trains_on_a_trainjob_and_the_next_step_uses_its_model(tmp
     logs = capfd.readouterr()
     text = logs.out + logs.err
     assert "trainjob: step 8/8 loss" in text and f"trainjob: {key} complete" in text
+    # rank 0's own log lines reach the step's log (no pods/log access needed)
+    assert "trainjob rank0 INFO: checkpoint saved at step 4" in text and "trainjob rank0 INFO: fine-tune done" in text
 
 
 

@@ -17,18 +17,6 @@ IMAGE_REGISTRY = "ghcr.io/llmops"  # where CI pushes by default (registry/owner)
 COMPONENTS_IMAGE_NAME = "llmops-components"  # components/Dockerfile: every pipeline step runs in it
 RUNTIME_IMAGE_NAME = "llmops-runtime"  # serving/Dockerfile: the model server (ServingRuntime image)
 COMPONENTS_IMAGE = f"{IMAGE_REGISTRY}/{COMPONENTS_IMAGE_NAME}:{VERSION}"
-def predictor_deployment(isvc: str, predictor_name: str | None = None) -> str:
-    """The Deployment KServe's Standard mode creates for a predictor (or a ``spec.canary[]`` predictor).
-
-    kserve ``pkg/constants/constants.go`` ``PredictorServiceName``: ``{isvc}-{name}-predictor`` when the
-    predictor has a ``name``, else ``{isvc}-predictor``. Its pods carry ``app: isvc.<deployment>``
-    (``GetRawServiceLabel``, set by ``reconcilers/deployment/deployment_reconciler.go``
-    ``createRawDefaultDeployment``), which the kit's PodMonitor turns into the ``revision`` label.
-    """
-    return f"{isvc}-{predictor_name}-predictor" if predictor_name else f"{isvc}-predictor"
-
-
-RAW_APP_LABEL_PREFIX = "isvc."  # kserve constants.GetRawServiceLabel: the ``app`` label of a Standard predictor's pods
 MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"  # the predictor's env var naming its registry version (the server's default --model_version)
 RUNTIME_IMAGE_REPO = f"{IMAGE_REGISTRY}/{RUNTIME_IMAGE_NAME}"
 
@@ -73,3 +61,19 @@ ROLLOUT_ANNOTATIONS = ("llmops.io/rollout-state", "llmops.io/rollout-lease")
 DEFAULT_NAMESPACE = "llmops"
 # prometheus-operator names the Service of a Prometheus "prometheus-operated".
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+
+# --- Standard-mode predictor Deployments (the canary judge's arms) ------------------
+
+
+def predictor_deployment(isvc: str, predictor_name: str | None = None) -> str:
+    """The Deployment KServe's Standard mode creates for a predictor (or a ``spec.canary[]`` predictor).
+
+    kserve ``pkg/constants/constants.go`` ``PredictorServiceName``: ``{isvc}-{name}-predictor`` when the
+    predictor has a ``name``, else ``{isvc}-predictor``. Its pods carry ``app: isvc.<deployment>``
+    (``GetRawServiceLabel``, set by ``reconcilers/deployment/deployment_reconciler.go``
+    ``createRawDefaultDeployment``), which the kit's PodMonitor turns into the ``revision`` label.
+    """
+    return f"{isvc}-{predictor_name}-predictor" if predictor_name else f"{isvc}-predictor"
+
+
+RAW_APP_LABEL_PREFIX = "isvc."  # kserve constants.GetRawServiceLabel: the ``app`` label of a Standard predictor's pods

@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 self.servers.append(self._grpc_server.start(self.max_threads))
             self.register_signal_handler()
             # KServe's single-worker path runs ``asyncio.run`` and so never uses uvloop, whatever
-            # --event_loop says; uvicorn's own rule (uvicorn/loops/auto.py, ``auto_loop_factory``)
+            # --event-loop says; uvicorn's own rule (uvicorn/loops/auto.py, ``auto_loop_factory``)
             # picks uvloop when it is installed. KServe's ``setup_event_loop`` configures
             # ``asyncio.get_event_loop()``, not the loop that serves, so the same is done in ``_serve``.
             with asyncio.Runner(loop_factory=event_loop_factory(self.event_loop)) as runner:

@@ -166,3 +166,14 @@ def test_event_loop_choice_follows_uvicorns_auto_rule():
     assert event_loop_factory("auto") is uvloop.new_event_loop
     assert event_loop_factory("uvloop") is uvloop.new_event_loop
     assert event_loop_factory("asyncio") is None
+
+
+def test_asking_for_uvloop_without_it_names_the_fix(monkeypatch):
+    import sys
+
+    from serving.runtime.server import event_loop_factory
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
+    assert event_loop_factory("auto") is None  # auto falls back to asyncio
+    with pytest.raises(SystemExit, match=r"--event-loop uvloop: uvloop is not installed \(pip install uvloop\)"):
+        event_loop_factory("uvloop")

@@ -6,13 +6,20 @@
 One run measures, side by side:
   * in-process ``model.generate`` (greedy, exactly --output_tokens via min_new_tokens) at batch B for each
     concurrency B: end-to-end latency, time to first token (a 1-token generate of the same batch), time per
-    output token, output tokens/s; run before and after the server runs and averaged (drift on a shared CPU);
+    output token, output tokens/s; measured right before and right after each GuideLLM run at the same batch
+    size, and each server figure is divided by the mean of its own pair (this machine's speed drifts by tens
+    of percent within minutes: a pair a few seconds apart cancels most of it);
   * ``python -m serving`` at the same torch thread count, loaded by GuideLLM (``guidellm run``, its own venv,
     ``/v1/completions``, synthetic prompts of --prompt_tokens, ``ignore_eos`` so each answer has
     --output_tokens) at concurrency 1, 4, 16 and 64, streamed and non-streamed: TTFT, ITL, TPOT,
     end-to-end latency p50/p99, output tokens/s, and goodput under the SLO (--slo_ttft_ms, --slo_itl_ms;
     GuideLLM's ``slo_attainment``: share of requests meeting both; non-streamed requests have no TTFT of
     their own, so GuideLLM leaves them undetermined).
+CPU layout: a load generator shares no cores with the server it measures (it runs on another machine in
+any serious setup). With more CPUs than --threads, the benchmark pins itself, its in-process runs and the
+server to --server_cpus (default: the first --threads CPUs it may use) and GuideLLM to --client_cpus
+(default: the rest), with one GuideLLM worker process per client CPU (GuideLLM's own default, 10 workers,
+is sized for a load-generator machine and would take the server's core here). --no_pin shares every CPU.
 Reported ratios: server output tokens/s / in-process tokens/s at the same concurrency (target >= 0.90 at
 16), and server p50 latency / in-process batch-1 latency at concurrency 1 (target <= 1.10). Greedy output
 batched vs alone is checked by tests/unit/serving_runtime/test_runtime_engine.py (0 mismatches).
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,33 +40,65 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def in_process(model_dir: Path, batches: list[int], prompt_tokens: int, output_tokens: int, rounds: int) -> dict:
-    """``generate`` at each batch size: {batch: {e2e_p50_s, ttft_p50_s, tpot_s, tok_per_s}}."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class InProcess:
+    """``generate`` on the same model and thread count as the server, measured per batch size."""
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    gen = torch.Generator().manual_seed(0)
-    vocab = len(tok)
+    def __init__(self, model_dir: Path, prompt_tokens: int, output_tokens: int, rounds: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    def run(batch: int, n_new: int) -> float:
-        ids = torch.randint(3, vocab, (batch, prompt_tokens), generator=gen)
+        self.torch = torch
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.gen = torch.Generator().manual_seed(0)
+        self.prompt_tokens, self.output_tokens, self.rounds = prompt_tokens, output_tokens, rounds
+
+    def _run(self, batch: int, n_new: int) -> float:
+        torch = self.torch
+        ids = torch.randint(3, len(self.tok), (batch, self.prompt_tokens), generator=self.gen)
         t0 = time.perf_counter()
         with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
-                           min_new_tokens=n_new, do_sample=False, pad_token_id=tok.pad_token_id)  # fmt: skip
+            self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_new,
+                                min_new_tokens=n_new, do_sample=False, pad_token_id=self.tok.pad_token_id)  # fmt: skip
         return time.perf_counter() - t0
 
-    out = {}
-    for b in batches:
-        run(b, 2)  # warm-up
-        e2e = [run(b, output_tokens) for _ in range(rounds)]
-        ttft = [run(b, 1) for _ in range(rounds)]
+    def measure(self, batch: int) -> dict:
+        """{e2e_p50_s, ttft_p50_s, tpot_s, tok_per_s} at ``batch`` (median of ``rounds``)."""
+        self._run(batch, 2)  # warm-up
+        e2e = [self._run(batch, self.output_tokens) for _ in range(self.rounds)]
+        ttft = [self._run(batch, 1) for _ in range(self.rounds)]
         p50, first = statistics.median(e2e), statistics.median(ttft)
-        out[b] = {"e2e_p50_s": p50, "ttft_p50_s": first, "tpot_s": (p50 - first) / (output_tokens - 1),
-                  "tok_per_s": b * output_tokens / p50}  # fmt: skip
-    return out
+        return {"e2e_p50_s": p50, "ttft_p50_s": first, "tpot_s": (p50 - first) / (self.output_tokens - 1),
+                "tok_per_s": batch * self.output_tokens / p50}  # fmt: skip
+
+
+def mean_of(a: dict, b: dict) -> dict:
+    return {k: (a[k] + b[k]) / 2 for k in a}
+
+
+def parse_cpus(text: str) -> tuple[int, ...]:
+    """``"0,2-3"`` -> ``(0, 2, 3)``."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return tuple(sorted(set(out)))
+
+
+def cpu_layout(args) -> dict:
+    """Which CPUs the server (and in-process runs) and GuideLLM get; see the module docstring."""
+    mine = sorted(os.sched_getaffinity(0))
+    if args.no_pin:
+        return {"server": None, "client": None, "note": f"CPUs: not pinned, server and client share {len(mine)}"}
+    server = parse_cpus(args.server_cpus) if args.server_cpus else tuple(mine[: args.threads])
+    client = parse_cpus(args.client_cpus) if args.client_cpus else tuple(c for c in mine if c not in server)
+    if not client or set(server) & set(client):
+        why = "no CPU is left for the client" if not client else "--server_cpus and --client_cpus overlap"
+        return {"server": None, "client": None,
+                "note": f"CPUs: not pinned ({why}); the client's work competes with the server's"}  # fmt: skip
+    return {"server": server, "client": client,
+            "note": f"CPUs: server and in-process runs on {list(server)}, GuideLLM on {list(client)} "
+                    f"({len(client)} worker process{'es' if len(client) > 1 else ''})"}  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -73,8 +113,13 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="in-process repetitions per batch size")
     parser.add_argument("--slo_ttft_ms", type=float, default=500.0)
     parser.add_argument("--slo_itl_ms", type=float, default=50.0)
+    parser.add_argument("--server_cpus", default=None,
+                        help="CPU ids for the server and the in-process runs, e.g. 0 or 0-3 (default: the first --threads)")
+    parser.add_argument("--client_cpus", default=None, help="CPU ids for GuideLLM (default: the CPUs left)")
+    parser.add_argument("--no_pin", action="store_true", help="pin nothing: server and client share every CPU")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
+    layout = cpu_layout(args)
 
     import torch
 
@@ -89,28 +134,38 @@ def main(argv=None) -> int:
     model_dir = args.model_dir or ensure_tiny_model("tiny")
     print(f"model {model_dir}, {args.prompt_tokens}+{args.output_tokens} tokens, torch threads {args.threads}, "
           f"SLO TTFT <= {args.slo_ttft_ms:g} ms and ITL <= {args.slo_itl_ms:g} ms", flush=True)  # fmt: skip
-    before = in_process(model_dir, levels, args.prompt_tokens, args.output_tokens, args.rounds)
+    print(layout["note"], flush=True)
+    if layout["server"]:
+        os.sched_setaffinity(0, layout["server"])  # this process's in-process runs, and the server it starts
+    local_model = InProcess(model_dir, args.prompt_tokens, args.output_tokens, args.rounds)
     server_rows: dict[str, list[dict]] = {}
-    n_req = tuple(max(16, args.requests * c) for c in levels)
+    paired: dict[str, dict[int, dict]] = {}  # the in-process figures each server run is divided by
     with running_model_server(
         model_dir, model_name="bench",
         args=["--torch_threads", str(args.threads), "--max_batch_size", str(max(levels)),
               "--max_queue", str(4 * max(levels))],
     ) as server, tempfile.TemporaryDirectory() as work:  # fmt: skip
         for stream in (True, False):
-            spec = guidellm.GuideLLMRun(
-                target=f"{server.url}/openai/v1", model="bench", tokenizer=model_dir, concurrencies=tuple(levels),
-                requests=n_req, prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, stream=stream,
-                request_format="/v1/completions", slo_ttft_ms=args.slo_ttft_ms if stream else None,
-                slo_tpot_ms=args.slo_itl_ms if stream else None, timeout_s=900,
-            )  # fmt: skip
-            t0 = time.perf_counter()
-            server_rows["streamed" if stream else "non-streamed"] = [
-                guidellm.summary(b) for b in guidellm.run(spec, Path(work))
-            ]
-            print(f"guidellm {'streamed' if stream else 'non-streamed'}: {time.perf_counter() - t0:.0f} s", flush=True)
-    after = in_process(model_dir, levels, args.prompt_tokens, args.output_tokens, args.rounds)
-    local = {b: {k: (before[b][k] + after[b][k]) / 2 for k in before[b]} for b in levels}
+            label = "streamed" if stream else "non-streamed"
+            for c in levels:
+                spec = guidellm.GuideLLMRun(
+                    target=f"{server.url}/openai/v1", model="bench", tokenizer=model_dir, concurrencies=(c,),
+                    requests=max(16, args.requests * c), prompt_tokens=args.prompt_tokens,
+                    output_tokens=args.output_tokens, stream=stream, request_format="/v1/completions",
+                    slo_ttft_ms=args.slo_ttft_ms if stream else None, slo_tpot_ms=args.slo_itl_ms if stream else None,
+                    timeout_s=900, cpus=layout["client"],
+                    worker_processes=len(layout["client"]) if layout["client"] else None,
+                )  # fmt: skip
+                before = local_model.measure(c)  # the server idles meanwhile
+                t0 = time.perf_counter()
+                (bench,) = guidellm.run(spec, Path(work))
+                wall = time.perf_counter() - t0
+                after = local_model.measure(c)
+                server_rows.setdefault(label, []).append(guidellm.summary(bench))
+                paired.setdefault(label, {})[c] = mean_of(before, after)
+                print(f"guidellm c{c} {label}: {wall:.0f} s (in-process batch {c} before/after: "
+                      f"{before['tok_per_s']:.0f}/{after['tok_per_s']:.0f} tok/s)", flush=True)  # fmt: skip
+    local = {b: mean_of(paired["streamed"][b], paired["non-streamed"][b]) for b in levels}  # shown in the table
 
     def ms(v):
         return f"{v * 1000:8.1f}" if v is not None else "       -"
@@ -125,8 +180,9 @@ def main(argv=None) -> int:
     for label, rows in server_rows.items():
         for row in rows:
             c = row["concurrency"]
-            ratio = row["output_tok_per_s"] / local[c]["tok_per_s"]
-            ratios.setdefault(label, {})[c] = {"throughput": ratio, "latency_p50": row["e2e_p50_s"] / local[c]["e2e_p50_s"]}
+            base = paired[label][c]
+            ratio = row["output_tok_per_s"] / base["tok_per_s"]
+            ratios.setdefault(label, {})[c] = {"throughput": ratio, "latency_p50": row["e2e_p50_s"] / base["e2e_p50_s"]}
             done = row["requests"]
             good = f"{row['slo_attainment']:.2f}" if row["slo_attainment"] is not None else "-"
             print(f"{'server c' + str(c) + ', ' + label:32} {ms(row['ttft_p50_s'])} {ms(row['ttft_p99_s'])} "
@@ -141,8 +197,8 @@ def main(argv=None) -> int:
         if 1 in r:
             print(f"[{label}] c1 p50 / in-process b1 p50 = {r[1]['latency_p50']:.2f} (target <= 1.10)")
     if args.out:
-        args.out.write_text(json.dumps({"in_process": local, "server": server_rows, "ratios": ratios,
-                                        "threads": args.threads, "args": vars(args) | {"out": str(args.out),
+        args.out.write_text(json.dumps({"in_process": local, "in_process_paired": paired, "server": server_rows, "ratios": ratios,
+                                        "threads": args.threads, "cpu_layout": layout, "args": vars(args) | {"out": str(args.out),
                                         "model_dir": str(model_dir)}}, indent=2, default=str))  # fmt: skip
     return 0
 

@@ -38,6 +38,10 @@ class GuideLLMRun:
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
     timeout_s: float = 300.0
+    # where the client runs: CPU ids it is pinned to (None: wherever the OS puts it) and GuideLLM's worker
+    # processes (its ``max_worker_processes`` setting, default 10: on a small box, one per client core)
+    cpus: tuple[int, ...] | None = None
+    worker_processes: int | None = None
 
     def validate(self) -> "GuideLLMRun":
         """Raises ValueError for a shape GuideLLM would reject."""
@@ -48,6 +52,10 @@ class GuideLLMRun:
             raise ValueError(f"requests: one count per concurrency level, got {counts} for {self.concurrencies}")
         if min(counts) < 1 or self.prompt_tokens < 1 or self.output_tokens < 1:
             raise ValueError("requests, prompt_tokens and output_tokens must be >= 1")
+        if self.worker_processes is not None and self.worker_processes < 1:
+            raise ValueError(f"worker_processes must be >= 1, got {self.worker_processes}")
+        if self.cpus is not None and not self.cpus:
+            raise ValueError("cpus: give at least one CPU id, or None to leave the client unpinned")
         return self
 
     def argv(self, out_json: Path) -> list[str]:
@@ -86,8 +94,12 @@ def run(spec: GuideLLMRun, work_dir: Path) -> list[dict]:
     out = work_dir / "guidellm.json"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", GUIDELLM__LOGGING__CONSOLE_LOG_LEVEL="WARNING")
+    if spec.worker_processes is not None:
+        env["GUIDELLM__MAX_WORKER_PROCESSES"] = str(spec.worker_processes)
+    cpus = spec.cpus
     proc = subprocess.run(
-        spec.argv(out), cwd=work_dir, env=env, capture_output=True, text=True, timeout=spec.timeout_s, check=False
+        spec.argv(out), cwd=work_dir, env=env, capture_output=True, text=True, timeout=spec.timeout_s, check=False,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,  # inherited by its workers
     )
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"guidellm exited {proc.returncode}:\n{(proc.stdout + proc.stderr)[-3000:]}")

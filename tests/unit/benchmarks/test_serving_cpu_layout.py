@@ -1,0 +1,47 @@
+"""The serving benchmark keeps its load client off the server's cores, and the client's workers to its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+
+from benchmarks.serving import cpu_layout, parse_cpus
+from tests.support import guidellm
+
+
+def _args(**kw):
+    base = dict(threads=1, server_cpus=None, client_cpus=None, no_pin=False)
+    return argparse.Namespace(**(base | kw))
+
+
+def test_cpu_lists_parse_like_taskset():
+    assert parse_cpus("0") == (0,)
+    assert parse_cpus("0,2-3") == (0, 2, 3)
+    assert parse_cpus("3-4, 1") == (1, 3, 4)
+
+
+def test_default_layout_gives_the_server_its_threads_and_the_client_the_rest(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    layout = cpu_layout(_args(threads=2))
+    assert layout["server"] == (0, 1) and layout["client"] == (2, 3)
+    assert "GuideLLM on [2, 3] (2 worker processes)" in layout["note"]
+
+
+def test_no_cpu_left_or_overlap_means_no_pinning_and_says_why(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert cpu_layout(_args())["server"] is None
+    assert "no CPU is left for the client" in cpu_layout(_args())["note"]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    clash = cpu_layout(_args(server_cpus="0-1", client_cpus="1"))
+    assert clash["client"] is None and "overlap" in clash["note"]
+    assert cpu_layout(_args(no_pin=True))["client"] is None
+
+
+def test_guidellm_run_refuses_an_empty_cpu_set_and_zero_workers(tmp_path):
+    base = dict(target="http://x/openai/v1", model="m", tokenizer=tmp_path)
+    with pytest.raises(ValueError, match="worker_processes must be >= 1"):
+        guidellm.GuideLLMRun(**base, worker_processes=0).validate()
+    with pytest.raises(ValueError, match="at least one CPU id"):
+        guidellm.GuideLLMRun(**base, cpus=()).validate()

@@ -18,7 +18,7 @@ from components.finetune.component import finetune as finetune_op
 from components.import_model.component import import_model
 from components.register.component import register
 from components.release_report.component import release_report
-from components.rollout.component import rollout
+from components.rollout.component import rollout, rollout_failed
 
 from pipelines.params import cluster_defaults
 from serving.cluster import names
@@ -233,5 +233,11 @@ def llm_release(
             rollout_record=released.outputs["record"],
         ).set_display_name("release report")
         page.set_caching_options(False)
+        with dsl.If(released.outputs["Output"] == "error", name="rollout error"):
+            failed = rollout_failed(
+                model_name=model_name, model_version=registered.output, record=released.outputs["record"]
+            ).set_display_name("rollout failed")
+            failed.after(page)  # the run turns red only once its report is there
+            failed.set_caching_options(False)
     with dsl.Else(name="gate failed"):
         gate_failed(report=evaluated.outputs["report"]).set_display_name("gate failed")

@@ -18,6 +18,7 @@ State folder layout (default ``./.llmops``)::
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -176,8 +177,11 @@ def run_release(
         outputs = run_dir or paths["kfp"]
         if failure is not None:
             gate = _gate_reasons(run_dir)
+            rollout_error = _rollout_error(run_dir)
             if gate is not None:
                 outcome, message = "gate_failed", gate
+            elif rollout_error is not None:
+                outcome, message = "error", rollout_error
             else:
                 outcome, message = "error", failure.strip().splitlines()[-1] if failure.strip() else "a step failed"
         else:
@@ -227,6 +231,23 @@ def _gate_reasons(run_dir: Path | None) -> str | None:
             reasons = [line.strip()[2:] for line in section.splitlines() if line.strip().startswith("- ")]
             return "; ".join(reasons) or "the gate failed"
     return None
+
+
+def _rollout_error(run_dir: Path | None) -> str | None:
+    """The rollout's reason when it ended in error (its step succeeds; ``rollout-failed`` stops the run), else None."""
+    task_dir = run_dir / "rollout" if run_dir is not None else None
+    if task_dir is None or not task_dir.is_dir():
+        return None
+    outputs = TaskOutputs.from_task_dir(task_dir)
+    if outputs.params.get("Output") != "error":
+        return None
+    record = outputs.artifacts.get("record")
+    try:
+        data = json.loads(record.read_text(encoding="utf-8")) if record is not None else None
+    except (OSError, ValueError):
+        data = None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return str(reason) if reason else "the rollout ended in error (see the canary step in the full log)"
 
 
 def _endpoint(serving_dir: Path, name: str) -> str | None:

@@ -372,10 +372,10 @@ class StageParser:
             if task == "champion-metrics" and outputs is not None:
                 self._champion = _read_champion(str(outputs.params.get("Output") or ""))
             figure = final_figure(task, outputs, live, self._champion) if outputs is not None else live
-            if status == "SUCCESS":
-                state = StageState.SKIPPED if task == "finetune" and "skipped" in figure else StageState.DONE
+            if status != "SUCCESS" or (task == "rollout" and outputs is not None and outputs.params.get("Output") == "error"):
+                state = StageState.FAILED  # a rollout in error succeeds as a step (its report is an output), not as a stage
             else:
-                state = StageState.FAILED
+                state = StageState.SKIPPED if task == "finetune" and "skipped" in figure else StageState.DONE
             self.board.apply(StageEvent(task, state, figure=figure))
             return
         if m := _CACHE_HIT.search(text):

@@ -1,7 +1,7 @@
 """KFP component of the rollout step: calls :func:`components.rollout.step.run_rollout_step` and nothing else."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Markdown, Metrics, Output
+from kfp.dsl import Artifact, Input, Markdown, Metrics, Output
 
 from components.images import COMPONENT_OPTIONS
 
@@ -36,9 +36,12 @@ def rollout(
     tracking_uri: str = "",
     timeout_s: float = 3600.0,
 ) -> str:
-    """Roll ``image_ref`` (a modelcar pinned by digest) out behind a canary; returns promoted or rolled_back.
+    """Roll ``image_ref`` (a modelcar pinned by digest) out behind a canary; returns promoted, rolled_back or error.
 
-    Promotion moves MLflow's ``champion`` alias; a rollback records its reason on the version.
+    Promotion moves MLflow's ``champion`` alias; a rollback records its reason on the version. An error (the
+    judge could not see, the canary never became ready) does not fail this step: its report and record are
+    outputs only of a step that succeeds, and the release report needs them. ``rollout_failed`` fails the run
+    after the report is written.
     """
     import json
     from pathlib import Path
@@ -56,10 +59,24 @@ def rollout(
     print(summary_json(result))
     Path(report.path).write_text(result.report_markdown)
     Path(record.path).write_text(json.dumps(result.report, default=str))  # the rollout as data (the release report reads it)
-    if result.outcome not in ("promoted", "rolled_back"):
-        raise SystemExit(f"rollout of {model_name} v{model_version} failed: {result.reason}")
     metrics.log_metric("promoted", 1.0 if result.outcome == "promoted" else 0.0)
     if result.report_uri:
         report.metadata["mlflow_report"] = result.report_uri
     Path(metrics.path).write_text(json.dumps(metrics.metadata))
     return result.outcome
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def rollout_failed(model_name: str, model_version: str, record: Input[Artifact]) -> None:
+    """Fail the run, after the release report, when the rollout ended in error; the message gives its reason."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(record.path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    raise SystemExit(
+        f"rollout of {model_name} v{model_version} failed: {reason or 'no reason recorded, see the canary rollout step'}"
+    )

@@ -47,9 +47,8 @@ def _llmops(state: Path, *args: str, timeout: float = 1800) -> subprocess.Comple
     )
 
 
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
+def _new_state(tmp_path_factory, name: str):
+    root = tmp_path_factory.mktemp(name)
     state = root / ".llmops"
     yield state
     subprocess.run([sys.executable, "-m", "pipelines", "down", "--state-dir", str(state / "serving")],
@@ -57,6 +56,16 @@ def state(tmp_path_factory):
     from pipelines.local_services import stop_local_registry
 
     stop_local_registry(state)
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    yield from _new_state(tmp_path_factory, "e2e")
+
+
+@pytest.fixture
+def fresh_state(tmp_path_factory):
+    yield from _new_state(tmp_path_factory, "e2e-fresh")
 
 
 def _champion(state: Path):
@@ -237,3 +246,18 @@ def test_bad_parameters_are_refused_before_anything_runs(tmp_path):
         assert out.returncode == 2, out.stderr
         assert needle in out.stderr
     assert not state.exists(), "a refused run must not create state"
+
+
+def test_a_rollout_error_still_writes_the_release_report_and_names_the_cause(fresh_state):
+    """The canary never comes up: the step keeps its report, the pipeline's report shows it, the run exits 2."""
+    out = _llmops(fresh_state, "run", *COMMON, "--no-finetune", "--serving-args", "--fault_error_rate 2")
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    cause = "--fault_error_rate must be within [0, 1], got 2.0"
+    assert "release error: v1 did not become ready" in out.stdout and cause in out.stdout, out.stdout[-3000:]
+    assert re.search(r"canary\s+failed\s+\S+\s+error · first deployment of v1", out.stdout), out.stdout[-3000:]
+    assert _champion(fresh_state) is None
+    # Kubeflow shows the run's HTML artifact: the release-report task ran although the rollout ended in error
+    artifact = Path(_line(out.stdout, "reports and metrics")) / "release-report" / "report"
+    assert artifact.is_file(), "the release-report task wrote no HTML artifact"
+    page = artifact.read_text()
+    assert "did not become ready" in page and cause in page

@@ -219,3 +219,17 @@ def test_on_a_terminal_a_long_command_draws_a_bar_that_follows_its_step_lines():
     assert "fine-tune" in plain and "100%" in plain and "step 50/50 loss 1.5" in plain
     assert "warning: disk almost full" in plain and "done" in plain
     assert "INFO:components.finetune.trainer" not in plain, "INFO lines feed the bar instead of scrolling by"
+
+
+def test_a_rollout_in_error_is_a_failed_canary_though_its_step_succeeded(tmp_path):
+    """The rollout step succeeds on an error (its report must reach the release report); the stage is FAILED."""
+    run = tmp_path / "llm-release-3"
+    _task(run, "rollout", {"Output": "error"}, record={"reason": "judge could not see: 3 provider errors in a row"})
+    board = StageBoard()
+    parser = _parser(run, board)
+    for line in [_executing("rollout"), _finished("rollout"), _executing("release-report"), _finished("release-report"),
+                 _executing("rollout-failed"), _finished("rollout-failed", ok=False)]:
+        parser.feed(line)
+    board.finish()
+    assert board.rows["rollout"].state is StageState.FAILED
+    assert board.rows["rollout"].figure.startswith("error")

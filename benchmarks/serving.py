@@ -72,6 +72,22 @@ class InProcess:
                 "tok_per_s": batch * self.output_tokens / p50}  # fmt: skip
 
 
+def forward_passes(url: str) -> tuple[float, float]:
+    """(forward passes, sequences over all passes) so far, from the server's ``llmops_batch_size`` histogram."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    count = total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        if family.name == "llmops_batch_size":
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    count += sample.value
+                elif sample.name.endswith("_sum"):
+                    total += sample.value
+    return count, total
+
+
 def mean_of(a: dict, b: dict) -> dict:
     return {k: (a[k] + b[k]) / 2 for k in a}
 
@@ -157,21 +173,30 @@ def main(argv=None) -> int:
                     worker_processes=len(layout["client"]) if layout["client"] else None,
                 )  # fmt: skip
                 before = local_model.measure(c)  # the server idles meanwhile
+                passes0, rows0 = forward_passes(server.url)
                 t0 = time.perf_counter()
                 (bench,) = guidellm.run(spec, Path(work))
                 wall = time.perf_counter() - t0
+                passes1, rows1 = forward_passes(server.url)
                 after = local_model.measure(c)
-                server_rows.setdefault(label, []).append(guidellm.summary(bench))
+                summary = guidellm.summary(bench)
+                # batch occupancy: in-process batch c decodes c rows in every pass
+                summary["forward_passes"] = passes1 - passes0
+                summary["mean_batch"] = (rows1 - rows0) / (passes1 - passes0) if passes1 > passes0 else None
+                server_rows.setdefault(label, []).append(summary)
                 paired.setdefault(label, {})[c] = mean_of(before, after)
                 print(f"guidellm c{c} {label}: {wall:.0f} s (in-process batch {c} before/after: "
                       f"{before['tok_per_s']:.0f}/{after['tok_per_s']:.0f} tok/s)", flush=True)  # fmt: skip
     local = {b: mean_of(paired["streamed"][b], paired["non-streamed"][b]) for b in levels}  # shown in the table
 
+    def _batch(mean: float | None) -> str:
+        return "-" if mean is None else f"{mean:.1f}"
+
     def ms(v):
         return f"{v * 1000:8.1f}" if v is not None else "       -"
 
     print(f"\n{'setup':32} {'TTFT p50':>8} {'TTFT p99':>8} {'ITL p50':>8} {'TPOT p50':>8} {'e2e p50':>8} "
-          f"{'e2e p99':>8} {'tok/s':>8} {'tok/s ratio':>11} {'goodput':>8}   (times in ms)")  # fmt: skip
+          f"{'e2e p99':>8} {'tok/s':>8} {'tok/s ratio':>11} {'goodput':>8} {'batch':>6}   (times in ms)")  # fmt: skip
     for b in levels:
         r = local[b]
         print(f"{'in-process generate, batch ' + str(b):32} {ms(r['ttft_p50_s'])} {'':8} {'':8} {ms(r['tpot_s'])} "
@@ -187,8 +212,10 @@ def main(argv=None) -> int:
             good = f"{row['slo_attainment']:.2f}" if row["slo_attainment"] is not None else "-"
             print(f"{'server c' + str(c) + ', ' + label:32} {ms(row['ttft_p50_s'])} {ms(row['ttft_p99_s'])} "
                   f"{ms(row['itl_p50_s'])} {ms(row['tpot_p50_s'])} {ms(row['e2e_p50_s'])} {ms(row['e2e_p99_s'])} "
-                  f"{row['output_tok_per_s']:8.0f} {ratio:11.2f} {good:>8}"
+                  f"{row['output_tok_per_s']:8.0f} {ratio:11.2f} {good:>8} {_batch(row['mean_batch']):>6}"
                   + ("" if done["errored"] == 0 and done["incomplete"] == 0 else f"  ({done})"))  # fmt: skip
+    print("batch: mean sequences per forward pass of the server (prefill and decode) during the run; "
+          "in-process batch B has B in every pass")
     print()
     for label in server_rows:
         r = ratios[label]

@@ -18,7 +18,6 @@ State folder layout (default ``./.llmops``)::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -241,13 +240,9 @@ def _rollout_error(run_dir: Path | None) -> str | None:
     outputs = TaskOutputs.from_task_dir(task_dir)
     if outputs.params.get("Output") != "error":
         return None
-    record = outputs.artifacts.get("record")
-    try:
-        data = json.loads(record.read_text(encoding="utf-8")) if record is not None else None
-    except (OSError, ValueError):
-        data = None
-    reason = data.get("reason") if isinstance(data, dict) else None
-    return str(reason) if reason else "the rollout ended in error (see the canary step in the full log)"
+    from components.rollout.step import record_reason
+
+    return record_reason(outputs.artifacts.get("record")) or "the rollout ended in error (see the canary step in the full log)"
 
 
 def _endpoint(serving_dir: Path, name: str) -> str | None:

@@ -69,14 +69,7 @@ def rollout(
 @dsl.component(**COMPONENT_OPTIONS)
 def rollout_failed(model_name: str, model_version: str, record: Input[Artifact]) -> None:
     """Fail the run, after the release report, when the rollout ended in error; the message gives its reason."""
-    import json
-    from pathlib import Path
+    from components.rollout.step import record_reason
 
-    try:
-        data = json.loads(Path(record.path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    reason = data.get("reason") if isinstance(data, dict) else None
-    raise SystemExit(
-        f"rollout of {model_name} v{model_version} failed: {reason or 'no reason recorded, see the canary rollout step'}"
-    )
+    reason = record_reason(record.path) or "no reason recorded, see the canary rollout step"
+    raise SystemExit(f"rollout of {model_name} v{model_version} failed: {reason}")

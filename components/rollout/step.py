@@ -226,6 +226,16 @@ def _start_load(backend, config: RolloutStepConfig, prompts: list[str], openai_b
     return gen
 
 
+def record_reason(path: str | Path | None) -> str | None:
+    """The ``reason`` of a rollout record the step wrote (its ``record`` output), or None if it has none."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8")) if path is not None else None
+    except (OSError, ValueError):
+        return None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return str(reason) if reason else None
+
+
 def summary_json(result: RolloutStepResult) -> str:
     """One JSON line for the step's log."""
     return json.dumps({"outcome": result.outcome, "reason": result.reason, "report": result.report_uri})

@@ -93,11 +93,16 @@ def mean_of(a: dict, b: dict) -> dict:
 
 
 def parse_cpus(text: str) -> tuple[int, ...]:
-    """``"0,2-3"`` -> ``(0, 2, 3)``."""
+    """``"0,2-3"`` -> ``(0, 2, 3)``; an argparse type (a bad list exits 2 with one line)."""
     out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list such as 0 or 0,2-3") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"{text!r} names no CPU (a range must go upwards, e.g. 2-3)")
     return tuple(sorted(set(out)))
 
 
@@ -106,8 +111,8 @@ def cpu_layout(args) -> dict:
     mine = sorted(os.sched_getaffinity(0))
     if args.no_pin:
         return {"server": None, "client": None, "note": f"CPUs: not pinned, server and client share {len(mine)}"}
-    server = parse_cpus(args.server_cpus) if args.server_cpus else tuple(mine[: args.threads])
-    client = parse_cpus(args.client_cpus) if args.client_cpus else tuple(c for c in mine if c not in server)
+    server = args.server_cpus or tuple(mine[: args.threads])
+    client = args.client_cpus or tuple(c for c in mine if c not in server)
     if not client or set(server) & set(client):
         why = "no CPU is left for the client" if not client else "--server_cpus and --client_cpus overlap"
         return {"server": None, "client": None,
@@ -129,9 +134,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="in-process repetitions per batch size")
     parser.add_argument("--slo_ttft_ms", type=float, default=500.0)
     parser.add_argument("--slo_itl_ms", type=float, default=50.0)
-    parser.add_argument("--server_cpus", default=None,
+    parser.add_argument("--server_cpus", type=parse_cpus, default=None,
                         help="CPU ids for the server and the in-process runs, e.g. 0 or 0-3 (default: the first --threads)")
-    parser.add_argument("--client_cpus", default=None, help="CPU ids for GuideLLM (default: the CPUs left)")
+    parser.add_argument("--client_cpus", type=parse_cpus, default=None, help="CPU ids for GuideLLM (default: the CPUs left)")
     parser.add_argument("--no_pin", action="store_true", help="pin nothing: server and client share every CPU")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)

@@ -27,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.serving import parse_cpus  # noqa: E402  (after the path: run as a script)
+
 
 def curl_load(url: str, body: Path, concurrency: int, requests: int, cpus: set[int] | None) -> tuple[int, int, float]:
     """(requests answered 200, requests sent, wall seconds) for ``concurrency`` loops of ``requests`` curls."""
@@ -49,15 +51,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--prompt_tokens", type=int, default=32)
     parser.add_argument("--output_tokens", type=int, default=64)
-    parser.add_argument("--server_cpus", default="0", help="CPU ids for the server (the client gets the rest)")
+    parser.add_argument("--server_cpus", type=parse_cpus, default=(0,),
+                        help="CPU ids for the server, e.g. 0 or 0-1 (the client gets the rest)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-
-    from benchmarks.serving import parse_cpus
     from components.bootstrap.tiny import ensure_tiny_model
     from tests.support.model_server import running_model_server
 
-    server_cpus = set(parse_cpus(args.server_cpus))
+    server_cpus = set(args.server_cpus)
     client_cpus = set(os.sched_getaffinity(0)) - server_cpus or None
     if client_cpus is None:
         print("no CPU left for the client: client and server share the CPUs", flush=True)

@@ -22,6 +22,20 @@ def test_cpu_lists_parse_like_taskset():
     assert parse_cpus("3-4, 1") == (1, 3, 4)
 
 
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--server_cpus", "zero", "'zero' is not a CPU list such as 0 or 0,2-3"),
+    ("--client_cpus", "3-1", "'3-1' names no CPU"),
+])  # fmt: skip
+def test_a_bad_cpu_list_exits_2_with_one_line(flag, value, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "serving.py"
+    out = subprocess.run([sys.executable, str(script), flag, value], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_default_layout_gives_the_server_its_threads_and_the_client_the_rest(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     layout = cpu_layout(_args(threads=2))
@@ -34,7 +48,7 @@ def test_no_cpu_left_or_overlap_means_no_pinning_and_says_why(monkeypatch):
     assert cpu_layout(_args())["server"] is None
     assert "no CPU is left for the client" in cpu_layout(_args())["note"]
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    clash = cpu_layout(_args(server_cpus="0-1", client_cpus="1"))
+    clash = cpu_layout(_args(server_cpus=(0, 1), client_cpus=(1,)))
     assert clash["client"] is None and "overlap" in clash["note"]
     assert cpu_layout(_args(no_pin=True))["client"] is None
 

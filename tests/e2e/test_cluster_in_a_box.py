@@ -18,7 +18,8 @@ Scenarios, in order on one cluster (each builds on the state the previous left):
 4. ``llmops promote`` from CI (``--metrics prometheus``, kubeconfig of the
    ``llmops-rollout`` account): a regressed promotion rolled back, a healthy one promoted;
 5. a rollout controller killed mid-step and restarted converges to the same outcome;
-6. RBAC proven by use: every call of every account, checked against the kit's Roles.
+6. a first deployment whose server never starts fails the run with its cause, after the release report;
+7. RBAC proven by use: every call of every account, checked against the kit's Roles.
 """
 
 from __future__ import annotations
@@ -135,8 +136,12 @@ def _served_versions(box, n: int = 12) -> set[str]:
 
 def _champion(box):
     from model_registry import get_champion
+    from model_registry.errors import ModelNotFound
 
-    champ = get_champion(MODEL, tracking_uri=box.mlflow.uri)
+    try:
+        champ = get_champion(MODEL, tracking_uri=box.mlflow.uri)
+    except ModelNotFound:  # nothing registered yet (a test run on its own)
+        return None
     return champ.version if champ else None
 
 
@@ -302,6 +307,28 @@ def test_controller_killed_mid_step_converges(box):
     assert [(e.kind, e.to_version) for e in new] == [("promotion", "2")], new
     assert _serving(box) == [("2", 100)], _state(box)
     assert _served_versions(box) == {"2"}
+
+
+def test_a_first_deployment_that_never_comes_up_fails_the_run_with_its_cause(box):
+    """The pipeline's error branch on the cluster path: the rollout step ends in ``error`` and succeeds (keeping its
+    record), the release report is still written, then the rollout-failed task fails the run with the cause.
+    A service of its own (a first deployment: there is no stable to roll back to); the other service is untouched."""
+    serving, champion = _serving(box), _champion(box)
+    broken = "llm-broken"
+    with pytest.raises(PipelineFailed) as failed:
+        box.run_pipeline(**{**RUN, "model_name": broken, "serving_args": "--fault_error_rate 2"})
+    cause = "--fault_error_rate must be within [0, 1], got 2.0"
+    message = str(failed.value)
+    assert f"rollout of {broken} v1 failed: v1 did not become ready" in message and cause in message, message[-3000:]
+    pages = list((box.workdir / f"run{box.runs}").rglob("release-report/report"))
+    assert pages, "the release-report task wrote no HTML artifact"
+    page = pages[0].read_text()
+    assert "did not become ready" in page and cause in page
+    from model_registry import get_champion
+
+    assert get_champion(broken, tracking_uri=box.mlflow.uri) is None
+    assert not any(p.isvc == broken and p.state == "Ready" for p in box.kserve.pods.values())
+    assert (_serving(box), _champion(box)) == (serving, champion), _state(box)
 
 
 def test_rbac_proven_by_use(box):

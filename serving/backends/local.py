@@ -101,6 +101,7 @@ from serving.backends.local_process import Processes, free_port, http_ok, log_ta
 from serving.backends.local_store import StateStore, atomic_write_json, recorded_pids
 from serving.backends.local_traffic import (
     RevisionBookkeeping,
+    RevisionGC,
     condition,
     keep_transition_times,
     now_iso,
@@ -108,6 +109,7 @@ from serving.backends.local_traffic import (
     predictor_template,
     reconcile_traffic,
     revision_name,
+    revisions_to_collect,
     revisions_to_keep,
     same_template,
     tag_routing_enabled,
@@ -163,6 +165,7 @@ class LocalBackend(ServingBackend):
         max_restart_backoff_s: float = 30.0,
         supervise: bool | None = None,
         supervise_interval_s: float = 1.0,
+        revision_gc: RevisionGC = RevisionGC(),
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.server_command = list(server_command or [sys.executable, "-m", "serving"])
@@ -177,6 +180,7 @@ class LocalBackend(ServingBackend):
         # The supervisor reconciles on the wall clock: a backend with an injected clock (tests) must not race it.
         self.supervise = (clock is time.time) if supervise is None else supervise
         self.supervise_interval_s = supervise_interval_s
+        self.revision_gc = revision_gc
         self._procs = Processes(self.state_dir / "procs")
         self._store = StateStore(self.state_dir, after_load=self._stop_orphans, after_save=self._prune_spawn_journal)
         try:
@@ -522,6 +526,11 @@ class LocalBackend(ServingBackend):
             elif rev_name in keep and rev["state"] == "Failed" and (rev.get("restart_at") or now + 1) <= now:
                 log.info("restarting revision %s (restart %d)", rev_name, rev.get("restarts", 0))
                 self._start_revision(record, rev_name)
+            if rev_name in keep:
+                rev.pop("inactive_since", None)
+            elif rev.get("inactive_since") is None:
+                rev["inactive_since"] = now  # Knative's routingStateModified: it went to "reserve" now
+        self._collect_revisions(record, keep, now)
         self._ensure_router(record, now)
         router_url = self._router_url(record)
         record["traffic"] = [
@@ -535,6 +544,24 @@ class LocalBackend(ServingBackend):
             obj["status"] = status
             if not bumped:
                 self._bump(state, record)
+
+    def _collect_revisions(self, record: dict[str, Any], keep: frozenset[str], now: float) -> None:
+        """Knative's revision GC (:func:`revisions_to_collect`): drop stopped revisions, their logs with them."""
+        revisions = record["revisions"]
+        stopped = {n: r for n, r in revisions.items() if r["state"] not in ("Starting", "Ready")}
+        active = frozenset(keep | (revisions.keys() - stopped.keys()))
+        gone = revisions_to_collect(revisions, active, now, self.revision_gc)
+        if not gone:
+            return
+        meta = record["object"]["metadata"]
+        logs = self._log_dir(meta["name"], meta["namespace"])
+        for rev_name in gone:
+            del revisions[rev_name]
+            for suffix in (".log", ".exit"):
+                with contextlib.suppress(FileNotFoundError):
+                    (logs / f"{rev_name}{suffix}").unlink()
+        log.info("%s/%s: revision GC deleted %d non-active revision(s): %s", meta["namespace"], meta["name"],
+                 len(gone), ", ".join(gone))
 
     def _observe_revision(self, name: str, namespace: str, rev_name: str, rev: dict[str, Any], now: float) -> None:
         if rev["state"] not in ("Starting", "Ready"):

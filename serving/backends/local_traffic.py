@@ -117,6 +117,71 @@ def revisions_to_keep(state: RevisionBookkeeping, traffic: Sequence[TrafficTarge
     )
     return frozenset(keep)
 
+@dataclass(frozen=True)
+class RevisionGC:
+    """Knative's revision garbage collection settings (``config-gc``), with its defaults.
+
+    Defaults from knative/serving ``pkg/gc/config.go`` ``defaultConfig``: keep
+    revisions for 48 h after creation and 15 h after they last served, keep at
+    least 20 non-active revisions, at most 1000. ``None`` disables a setting
+    (Knative's ``disabled``).
+    """
+
+    retain_since_create_time_s: float | None = 48 * 3600.0
+    retain_since_last_active_time_s: float | None = 15 * 3600.0
+    min_non_active: int = 20
+    max_non_active: int | None = 1000
+
+
+def revisions_to_collect(
+    revisions: dict[str, dict[str, Any]], active: frozenset[str], now: float, gc: RevisionGC
+) -> list[str]:
+    """Revisions Knative's GC deletes, oldest-active first.
+
+    knative/serving ``pkg/reconciler/gc/gc.go`` ``collect``: nothing while the
+    configuration has ``min_non_active`` revisions or fewer; among the
+    non-active ones, sorted by last active time (``revisionLastActiveTime``: when
+    they stopped serving, else created), the stale ones (``isRevisionStale``: older
+    than both retain times) go, but never more than leave ``min_non_active``;
+    then the oldest past ``max_non_active``. Here a revision is active while the
+    backend keeps it (:func:`revisions_to_keep`: routed, latest, or a rollback
+    target), which protects more than Knative's latest-ready rule does.
+    Each record needs ``created_at`` and, once it stopped serving, ``inactive_since``.
+    """
+    lo, hi = gc.min_non_active, gc.max_non_active
+    keep_c, keep_a = gc.retain_since_create_time_s, gc.retain_since_last_active_time_s
+    if hi is None and keep_c is None and keep_a is None:
+        return []
+    if len(revisions) <= lo:
+        return []
+    non_active = [n for n in revisions if n not in active]
+    if len(non_active) <= lo:
+        return []
+
+    def last_active(name: str) -> float:
+        rec = revisions[name]
+        return float(rec.get("inactive_since") or rec.get("created_at") or 0.0)
+
+    def stale(name: str) -> bool:
+        if keep_c is None and keep_a is None:
+            return False
+        if keep_c is not None and now - float(revisions[name].get("created_at") or 0.0) < keep_c:
+            return False
+        return not (keep_a is not None and now - last_active(name) < keep_a)
+
+    non_active.sort(key=last_active)
+    out: list[str] = []
+    for name in non_active:
+        if stale(name):
+            out.append(name)
+            if len(out) >= len(non_active) - lo:
+                return out
+    rest = [n for n in non_active if n not in out]
+    if hi is None or len(rest) <= hi:
+        return out
+    return out + rest[: len(rest) - hi]
+
+
 def now_iso(clock: Callable[[], float]) -> str:
     """``clock()`` as a Kubernetes timestamp (UTC, whole seconds)."""
     return _dt.datetime.fromtimestamp(clock(), tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -86,6 +86,25 @@ def test_canary_promote_rollback_and_restart(backends, tmp_path):
         b.get("demo", NS)
 
 
+def test_stopped_revisions_are_garbage_collected_as_knative_does(backends, tmp_path):
+    """Knative's GC on the local backend: past ``min_non_active`` stale revisions, the oldest non-active revision is
+    deleted with its log; the serving one and the rollback target stay (defaults: 20 kept, 48 h / 15 h retained)."""
+    from serving.backends.local_traffic import RevisionGC
+
+    b = backends(revision_gc=RevisionGC(retain_since_create_time_s=0.0, retain_since_last_active_time_s=0.0,
+                                        min_non_active=1))
+    models = [make_model(tmp_path / f"m{i}") for i in range(1, 5)]
+    for i, m in enumerate(models, start=1):
+        b.apply(isvc("demo", m, str(i)))
+        b.wait_ready("demo", NS, 60)
+    revisions = json.loads((b.state_dir / "state.json").read_text())["services"][f"{NS}/demo"]["revisions"]
+    # 4 revisions: 00004 serves, 00003 is the rollback target, 00002 is the one non-active kept, 00001 is gone
+    assert sorted(revisions) == [f"demo-predictor-0000{i}" for i in (2, 3, 4)]
+    assert not b.log_path("demo", NS, "demo-predictor-00001").exists()
+    assert b.log_path("demo", NS, "demo-predictor-00002").exists()
+    assert PredictorStatus.from_isvc(b.get("demo", NS)).latest_ready == "demo-predictor-00004"
+
+
 def test_broken_model_gives_ready_false_with_reason(backends, tmp_path):
     b = backends()
     broken = tmp_path / "broken"

@@ -9,6 +9,8 @@ import pytest
 from serving.backends.base import TrafficTarget as T
 from serving.backends.local_launch import LocalSpecError, check_supported, launch_spec, resolve_model_dir
 from serving.backends.local_traffic import (
+    RevisionGC,
+    revisions_to_collect,
     RevisionBookkeeping as S,
     predictor_condition,
     predictor_template,
@@ -119,6 +121,41 @@ def test_rollback_restores_the_old_spec_as_a_new_cold_revision():
 )
 def test_revisions_to_keep(state, traffic, keep):
     assert revisions_to_keep(state, traffic) == keep
+
+
+H = 3600.0
+NOW = 100 * H
+
+
+def _revs(n: int, age_h: float = 60.0, inactive_h: float | None = 20.0) -> dict:
+    """``n`` revisions r01.. created about ``age_h`` hours ago (a minute apart, r01 oldest), out of traffic about
+    ``inactive_h`` hours ago."""
+    out = {}
+    for i in range(1, n + 1):
+        rec = {"created_at": NOW - age_h * H - (n - i) * 60}
+        if inactive_h is not None:
+            rec["inactive_since"] = NOW - inactive_h * H - (n - i) * 60
+        out[f"r{i:02d}"] = rec
+    return out
+
+
+GC_CASES = [
+    # (revisions, active, gc, collected): knative/serving pkg/reconciler/gc/gc.go collect
+    ("20 or fewer revisions: nothing", _revs(20), {"r20"}, RevisionGC(), []),
+    ("stale beyond the 20 kept, oldest first", _revs(23), {"r23"}, RevisionGC(), ["r01", "r02"]),
+    ("created within 48 h: kept", _revs(23, age_h=10.0), {"r23"}, RevisionGC(), []),
+    ("served within 15 h: kept", _revs(23, inactive_h=1.0), {"r23"}, RevisionGC(), []),
+    ("active revisions never count or go", _revs(23), {"r01", "r02", "r23"}, RevisionGC(), []),
+    ("past max_non_active even when fresh", _revs(6, age_h=1.0, inactive_h=1.0), {"r06"},
+     RevisionGC(min_non_active=1, max_non_active=3), ["r01", "r02"]),
+    ("everything disabled: nothing", _revs(30), set(),
+     RevisionGC(retain_since_create_time_s=None, retain_since_last_active_time_s=None, max_non_active=None), []),
+]
+
+
+@pytest.mark.parametrize("revs,active,gc,collected", [c[1:] for c in GC_CASES], ids=[c[0] for c in GC_CASES])
+def test_revision_gc_follows_knative(revs, active, gc, collected):
+    assert revisions_to_collect(revs, frozenset(active), NOW, gc) == collected
 
 
 def test_template_ignores_canary_percent_and_key_order():

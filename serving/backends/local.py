@@ -548,8 +548,7 @@ class LocalBackend(ServingBackend):
     def _collect_revisions(self, record: dict[str, Any], keep: frozenset[str], now: float) -> None:
         """Knative's revision GC (:func:`revisions_to_collect`): drop stopped revisions, their logs with them."""
         revisions = record["revisions"]
-        stopped = {n: r for n, r in revisions.items() if r["state"] not in ("Starting", "Ready")}
-        active = frozenset(keep | (revisions.keys() - stopped.keys()))
+        active = keep | frozenset(n for n, r in revisions.items() if r["state"] in ("Starting", "Ready"))
         gone = revisions_to_collect(revisions, active, now, self.revision_gc)
         if not gone:
             return

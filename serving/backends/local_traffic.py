@@ -117,6 +117,7 @@ def revisions_to_keep(state: RevisionBookkeeping, traffic: Sequence[TrafficTarge
     )
     return frozenset(keep)
 
+
 @dataclass(frozen=True)
 class RevisionGC:
     """Knative's revision garbage collection settings (``config-gc``), with its defaults.
@@ -151,8 +152,6 @@ def revisions_to_collect(
     lo, hi = gc.min_non_active, gc.max_non_active
     keep_c, keep_a = gc.retain_since_create_time_s, gc.retain_since_last_active_time_s
     if hi is None and keep_c is None and keep_a is None:
-        return []
-    if len(revisions) <= lo:
         return []
     non_active = [n for n in revisions if n not in active]
     if len(non_active) <= lo:

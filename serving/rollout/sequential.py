@@ -188,11 +188,12 @@ def mann_whitney_from_buckets(c: Histogram, s: Histogram) -> tuple[float, float,
     n_c, n_s = sum(cc), sum(sc)
     if n_c <= 0 or n_s <= 0:
         return None
-    u, below = 0.0, 0.0
+    u, below, occupied = 0.0, 0.0, 0
     for a, b in zip(cc, sc):
         u += a * (below + 0.5 * b)
         below += b
-    if sum(1 for a, b in zip(cc, sc) if a + b > 0) < 2:
+        occupied += a + b > 0
+    if occupied < 2:
         return None  # one bucket holds everything: no ranking information
     nm = n_c * n_s
     return u / nm - 0.5, 1.0 / (4.0 * min(n_c, n_s)), nm

@@ -3,9 +3,13 @@
 Requests wait in a bounded queue (``max_queue``; beyond it :class:`OverloadedError`).
 The worker admits waiting requests into the running batch at every decode step, up to
 ``max_batch_size`` rows: newcomers are prefilled together (left padding, attention mask,
-explicit position ids), their KV cache is left-padded to the running batch's length and
-concatenated, and all rows then decode one token per forward pass. Finished rows leave
-the batch at once; cache columns that no row attends to any more are trimmed.
+explicit position ids), their keys and values are copied into free slots of the batch's
+KV cache (:mod:`serving.runtime.kv_slots`: preallocated storage, right-aligned rows, no
+per-step concatenation), and all rows then decode one token per forward pass. Finished
+rows leave the batch at once (the last row takes the freed slot); cache columns that no
+row attends to any more are trimmed. Models whose cache has sliding-window or other
+non-plain layers keep transformers' concatenating ``DynamicCache``: the running cache is
+left-padded and concatenated with each newcomer's, and ``index_select``-ed on departures.
 
 Greedy output of a prompt equals its unbatched output: masked (padded) cache columns get
 exactly zero attention weight, so only the float rounding of differently shaped matmuls
@@ -36,6 +40,7 @@ import torch.nn.functional as F
 from serving.errors import OverloadedError, ShuttingDownError
 from serving.runtime.config import EngineConfig, SamplingParams
 from serving.runtime.detokenize import IncrementalDecoder, decoder_kind, make_decoder
+from serving.runtime.kv_slots import SlotKVCache, supported as slots_hold
 from serving.runtime.sampling import choose_tokens, find_stop_match, holdback
 
 logger = logging.getLogger(__name__)
@@ -154,6 +159,8 @@ class GenerationEngine:
         config: batching and limits; token limits must be resolved (see ``EngineConfig.resolved``).
         observer: receives metrics.
         clock: monotonic clock in seconds (injectable for tests).
+        kv_slots: hold the running batch's KV cache in preallocated slots (:mod:`serving.runtime.kv_slots`)
+            whenever the model's cache layers allow it; False keeps transformers' concatenating cache.
     """
 
     def __init__(
@@ -163,6 +170,7 @@ class GenerationEngine:
         config: EngineConfig,
         observer: EngineObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        kv_slots: bool = True,
     ):
         if config.max_total_tokens is None or config.max_prompt_tokens is None:
             raise ValueError("EngineConfig token limits must be resolved: call config.resolved(model_context)")
@@ -185,6 +193,7 @@ class GenerationEngine:
         self._logits_to_keep = "logits_to_keep" in accepted
         # transformers 5.x renamed ``past_key_values`` to ``cache``; accept either.
         self._cache_kw = "cache" if "cache" in accepted else "past_key_values"
+        self._kv_slots = kv_slots  # False: the concatenating DynamicCache path for every model
         self._decoder_kind = decoder_kind(tokenizer)
         logger.info("incremental detokenizer: %s", self._decoder_kind.value)
 
@@ -338,8 +347,10 @@ class GenerationEngine:
     def _run(self) -> None:
         torch.set_grad_enabled(False)
         active: list[_Sequence] = []
-        cache = None
+        cache = None  # the concatenating path's DynamicCache and mask (models the slot cache cannot hold)
         mask: torch.Tensor | None = None
+        slots: SlotKVCache | None = None
+        use_slots = False  # chosen per batch, when it starts
         while True:
             newcomers = self._take(self.config.max_batch_size - len(active), block=not active)
             if newcomers is None:
@@ -349,11 +360,23 @@ class GenerationEngine:
                 if newcomers:
                     new_cache, new_mask, logits = self._prefill(newcomers)
                     self._accept(newcomers, logits)
-                    cache, mask = self._merge(cache, mask, new_cache, new_mask)
-                    active = active + newcomers
-                    active, cache, mask = self._drop_finished(active, cache, mask)
+                    if not active:
+                        use_slots = self._kv_slots and slots_hold(new_cache)
+                    if use_slots:
+                        if slots is None:
+                            slots = SlotKVCache(self.config.max_batch_size)
+                        slots.admit(new_cache, new_mask)
+                        active = active + newcomers
+                        active = slots.remove([s.finished for s in active], active)
+                    else:
+                        cache, mask = self._merge(cache, mask, new_cache, new_mask)
+                        active = active + newcomers
+                        active, cache, mask = self._drop_finished(active, cache, mask)
                 if active:
-                    mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                    if use_slots:
+                        mask, cache = slots.begin_step(1), slots.cache
+                    else:
+                        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
                     ids = torch.tensor([[s.generated[-1]] for s in active], device=self._device)
                     positions = torch.tensor([[s.pos] for s in active], device=self._device)
                     out = self.model(
@@ -363,18 +386,26 @@ class GenerationEngine:
                         use_cache=True,
                         **{self._cache_kw: cache},
                     )
-                    cache = self._cache_of(out)
+                    if use_slots:
+                        slots.end_step()
+                    else:
+                        cache = self._cache_of(out)
                     self.observer.batch_size(len(active))
                     for s in active:
                         s.pos += 1
                     self._accept(active, out.logits[:, -1, :])
-                    active, cache, mask = self._drop_finished(active, cache, mask)
+                    if use_slots:
+                        active = slots.remove([s.finished for s in active], active)
+                    else:
+                        active, cache, mask = self._drop_finished(active, cache, mask)
             except Exception as exc:  # keep serving: fail this batch, not the process
                 logger.exception("generation step failed; failing %d requests", len(active) + len(newcomers or []))
                 for s in active + (newcomers or []):
                     if not s.finished:
                         self._finish(s, FINISH_ERROR, "", error=f"{type(exc).__name__}: {exc}")
                 active, cache, mask = [], None, None
+                if slots is not None:
+                    slots.reset()
             self._flush()
         self._flush()
         logger.info("generation worker stopped")

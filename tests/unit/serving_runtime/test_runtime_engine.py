@@ -75,6 +75,37 @@ def test_batched_greedy_matches_unbatched_output(hf):
     assert len({len(tok(p)["input_ids"]) for p in prompts}) > 5  # the prompts really differ in length
 
 
+@pytest.mark.parametrize("kv_slots", [True, False], ids=["slot-cache", "concatenating-cache"])
+def test_staggered_arrivals_decode_as_alone(hf, monkeypatch, kv_slots):
+    """Requests joining and leaving a running batch one by one (as independent clients do), with
+    different lengths and max_tokens, a long prompt arriving into a batch of short ones, and slot
+    storage small enough to be compacted and grown: each decodes exactly as it does alone."""
+    from serving.runtime import kv_slots as slots_module
+
+    monkeypatch.setattr(slots_module, "MIN_CAPACITY", 8)
+    model, tok = hf
+    prompts = _prompts(20, seed=11)
+    prompts.insert(12, " ".join(prompts[:4])[-200:])  # the long one, after a dozen short ones
+    budgets = [6 + (7 * i) % 19 for i in range(len(prompts))]
+    expected = [_greedy_unbatched(model, tok, p, n) for p, n in zip(prompts, budgets)]
+    engine = GenerationEngine(model, tok, EngineConfig(max_batch_size=6).resolved(model.config.n_positions), kv_slots=kv_slots)
+    engine.start()
+    try:
+
+        async def staggered():
+            jobs = [
+                _run(engine, tok, p, SamplingParams(max_tokens=n, temperature=0), delay=0.01 * i)
+                for i, (p, n) in enumerate(zip(prompts, budgets))
+            ]
+            return await asyncio.gather(*jobs)
+
+        results = asyncio.run(staggered())
+    finally:
+        engine.stop()
+    assert [r[0] for r in results] == expected
+    assert len(tok(prompts[12])["input_ids"]) > 2 * max(len(tok(p)["input_ids"]) for p in prompts[8:12])
+
+
 def test_batch_mates_do_not_change_a_request(hf):
     """Per-request max_tokens, stop, seed and ignore_eos hold while sharing a batch."""
     _, tok = hf

@@ -9,8 +9,9 @@ the tiny model at 16 closed-loop clients with staggered starts: 0.88 s of merges
 against 5.9 s of decode passes, and decode passes 20 % slower from the per-step copy of a cache
 kept at the longest row's width).
 
-Here each layer's keys and values live in storage of ``slots`` rows by ``capacity`` columns,
-allocated once and grown by doubling. The running batch is rows ``[0, rows)``; the live columns
+Here each layer's keys and values live in storage of rows (batch slots, at most ``slots``) by
+columns, both grown by doubling and released when the batch empties, so an idle engine holds no
+KV memory and a busy one at most about twice what its rows need. The running batch is rows ``[0, rows)``; the live columns
 are ``[start, end)``; the attention reads a view of that block, never a copy. All rows are
 right-aligned: a decode step writes every row's new token at column ``end``, and a newcomer's
 prompt is written at ``[end - n, end)`` of a free slot, its earlier columns masked. The same
@@ -23,8 +24,8 @@ columns get zero attention weight, so a prompt decodes as it does alone.
   so the running rows stay ``[0, rows)``; the caller's list of sequences is permuted alike.
 * trim: leading columns that no row attends any more are dropped by moving ``start``.
 * capacity: when ``end`` reaches the storage, the live block moves to column 0 if it fills at
-  most half the storage, else the storage doubles; either copies the block once, which the
-  doubling amortises to O(1) per step.
+  most half the storage, else the columns double; either copies the block once, which the
+  doubling amortises to O(1) per step. Rows double (up to ``slots``) when newcomers need them.
 
 Only plain attention layers (``DynamicLayer``) are held this way; a model whose cache has
 sliding-window or linear-attention layers keeps the concatenating path (see ``supported``).
@@ -57,10 +58,10 @@ class _Span:
 class SlotLayer(DynamicLayer):
     """One layer's keys and values in slot storage; ``keys``/``values`` are views of the live block."""
 
-    def __init__(self, span: _Span, slots: int, heads: int, capacity: int, head_dim: int, dtype, device):
+    def __init__(self, span: _Span, rows: int, heads: int, capacity: int, head_dim: int, dtype, device):
         super().__init__()
         self.span = span
-        self.store_k = torch.zeros((slots, heads, capacity, head_dim), dtype=dtype, device=device)
+        self.store_k = torch.zeros((rows, heads, capacity, head_dim), dtype=dtype, device=device)
         self.store_v = torch.zeros_like(self.store_k)
         self.device = device
         self.is_initialized = True
@@ -148,9 +149,10 @@ class SlotKVCache:
         s = self.span
         if s.rows + k > self.slots:
             raise ValueError(f"slot cache: {s.rows} running + {k} new rows exceed {self.slots} slots")
-        first = new_cache.layers[0].keys
         if self.cache is None:
-            self._allocate(first, len(new_cache.layers), max(self.min_capacity, _round_up(2 * n, self.min_capacity)))
+            self._allocate(new_cache.layers[0].keys, len(new_cache.layers), k, _round_up(2 * n, self.min_capacity))
+        elif s.rows + k > self.row_capacity:
+            self._reallocate(min(self.slots, max(2 * self.row_capacity, s.rows + k)), self.mask.shape[1])
         if s.rows == 0:
             s.start = s.end = 0
         if s.end < n:  # a prompt longer than the live width: the running block moves right once
@@ -192,8 +194,9 @@ class SlotKVCache:
         """Move ``start`` past leading columns that no running row attends."""
         s = self.span
         if s.rows == 0:
-            s.start = s.end = 0
-        elif s.end > s.start:
+            self.reset()
+            return
+        if s.end > s.start:
             used = self.live_mask().any(dim=0).nonzero()
             if used.numel():
                 s.start += int(used[0])
@@ -215,21 +218,37 @@ class SlotKVCache:
         self._refresh()
 
     def reset(self) -> None:
-        """Forget the running batch (after a failed step); the storage is kept for the next one."""
+        """Forget the running batch and release its storage (an idle engine holds no KV memory)."""
         s = self.span
         s.rows = s.start = s.end = s.pending = 0
-        self._refresh()
+        self.cache = self.mask = None
 
     # ---- storage ---------------------------------------------------------------------------
 
-    def _allocate(self, like: torch.Tensor, n_layers: int, capacity: int) -> None:
+    @property
+    def row_capacity(self) -> int:
+        return self.mask.shape[0] if self.mask is not None else 0
+
+    def _allocate(self, like: torch.Tensor, n_layers: int, rows: int, capacity: int) -> None:
         _, heads, _, head_dim = like.shape
+        capacity = max(capacity, self.min_capacity)
         cache = DynamicCache()
         cache.layers = [
-            SlotLayer(self.span, self.slots, heads, capacity, head_dim, like.dtype, like.device) for _ in range(n_layers)
+            SlotLayer(self.span, rows, heads, capacity, head_dim, like.dtype, like.device) for _ in range(n_layers)
         ]
         self.cache = cache
-        self.mask = torch.zeros((self.slots, capacity), dtype=torch.long, device=like.device)
+        self.mask = torch.zeros((rows, capacity), dtype=torch.long, device=like.device)
+
+    def _reallocate(self, rows: int, capacity: int) -> None:
+        """New storage of ``rows`` x ``capacity``, with the live block copied to column 0."""
+        s = self.span
+        width = s.end - s.start
+        for layer in self.layers:
+            layer.store_k = _moved(layer.store_k, s.rows, s.start, s.end, rows, capacity)
+            layer.store_v = _moved(layer.store_v, s.rows, s.start, s.end, rows, capacity)
+        self.mask = _moved(self.mask, s.rows, s.start, s.end, rows, capacity)
+        s.start, s.end = 0, width
+        self._refresh()
 
     def _make_room(self, columns: int) -> None:
         """Ensure ``columns`` free columns after ``end``: move the live block to 0, or double the storage."""
@@ -242,12 +261,7 @@ class SlotKVCache:
             new_capacity = capacity
         else:
             new_capacity = max(2 * capacity, _round_up(width + columns, self.min_capacity))
-        for layer in self.layers:
-            layer.store_k = _moved(layer.store_k, s.rows, s.start, s.end, new_capacity, dim=2)
-            layer.store_v = _moved(layer.store_v, s.rows, s.start, s.end, new_capacity, dim=2)
-        self.mask = _moved(self.mask, s.rows, s.start, s.end, new_capacity, dim=1)
-        s.start, s.end = 0, width
-        self._refresh()
+        self._reallocate(self.row_capacity, new_capacity)
 
     def _shift_right(self, d: int) -> None:
         """Move the running block ``d`` columns right (room already made); the columns it leaves are masked."""
@@ -268,18 +282,25 @@ class SlotKVCache:
             layer.refresh()
 
 
+
 def _round_up(n: int, to: int) -> int:
     return -(-n // to) * to
 
 
-def _moved(store: torch.Tensor, rows: int, start: int, end: int, capacity: int, dim: int) -> torch.Tensor:
-    """``store``'s running rows' columns ``[start, end)`` at column 0 of storage with ``capacity`` columns."""
-    if capacity == store.shape[dim]:
-        block = store.narrow(0, 0, rows).narrow(dim, start, end - start).clone()
-        store.narrow(0, 0, rows).narrow(dim, 0, end - start).copy_(block)
+def _moved(store: torch.Tensor, rows: int, start: int, end: int, row_capacity: int, capacity: int) -> torch.Tensor:
+    """``store``'s running rows' columns ``[start, end)`` at column 0 of storage ``row_capacity`` x ``capacity``.
+
+    ``store`` is (rows, heads, columns, dim) for keys and values, (rows, columns) for the mask; same-size
+    storage is reused (the block moves left in place), otherwise new storage is allocated.
+    """
+    col = 2 if store.dim() == 4 else 1
+    width = end - start
+    block = store.narrow(0, 0, rows).narrow(col, start, width)
+    if store.shape[0] == row_capacity and store.shape[col] == capacity:
+        store.narrow(0, 0, rows).narrow(col, 0, width).copy_(block.clone())
         return store
     shape = list(store.shape)
-    shape[dim] = capacity
+    shape[0], shape[col] = row_capacity, capacity
     out = store.new_zeros(shape)
-    out.narrow(0, 0, rows).narrow(dim, 0, end - start).copy_(store.narrow(0, 0, rows).narrow(dim, start, end - start))
+    out.narrow(0, 0, rows).narrow(col, 0, width).copy_(block)
     return out

@@ -137,3 +137,21 @@ def test_only_plain_attention_layers_are_held_in_slots():
     assert not supported(DynamicCache())  # no layers: nothing to hold
     cache.layers.append(type("SlidingLayer", (DynamicLayer,), {})())
     assert not supported(cache)
+
+
+def test_rows_grow_on_demand_and_an_empty_batch_holds_no_storage():
+    slots = SlotKVCache(slots=8, min_capacity=4)
+    cache, mask = _prefill([(1, 3)])
+    slots.admit(cache, mask)
+    assert slots.row_capacity == 1  # one request alone holds one row, not max_batch_size
+    lengths, order = {1: 3}, [1]
+    for rid in (2, 3, 4, 5):
+        _step(slots, lengths, order)
+        cache, mask = _prefill([(rid, 2)])
+        slots.admit(cache, mask)
+        lengths[rid] = 2
+        order.append(rid)
+    _check(slots, lengths, order)
+    assert slots.row_capacity == 8
+    order = slots.remove([True] * len(order), order)
+    assert order == [] and slots.cache is None and slots.row_capacity == 0

@@ -9,8 +9,8 @@ Two arrival shapes:
     --concurrency, the shape of in-process ``generate`` at that batch size;
   * staggered: client i starts i/concurrency of a request's duration later, so requests join and leave
     one at a time, the shape independent clients (and GuideLLM) give a server.
-Each shape runs with the engine's slot KV cache (``kv_slots=True``, what the server ships) and with
-the concatenating ``DynamicCache`` path (``kv_slots=False``), interleaved within each round, and
+Each shape runs with the engine's slot KV cache (``--kv_cache slots``, what the server ships) and with
+the concatenating ``DynamicCache`` path (``--kv_cache concat``), interleaved within each round, and
 in-process ``generate`` at batch --concurrency runs before and after each round as the baseline
 (this machine's speed drifts; a pair a few seconds apart cancels most of it). Reported per shape and
 cache: output tokens/s, the ratio to its round's ``generate`` pair (median over rounds), and the
@@ -100,10 +100,10 @@ def main(argv=None) -> int:
     model_dir = ensure_tiny_model("tiny")
     baseline = InProcess(model_dir, args.prompt_tokens, args.output_tokens, rounds=3)
     model, tok = baseline.model, baseline.tok
-    config = EngineConfig(max_batch_size=args.concurrency, max_queue=4 * args.concurrency).resolved(model.config.n_positions)
     engines = {}
-    for name, slots in (("slots", True), ("concat", False)):
-        engines[name] = GenerationEngine(model, tok, config, kv_slots=slots)
+    for name in ("slots", "concat"):
+        config = EngineConfig(max_batch_size=args.concurrency, max_queue=4 * args.concurrency, kv_cache=name)
+        engines[name] = GenerationEngine(model, tok, config.validate().resolved(model.config.n_positions))
         engines[name].start()
         engines[name].warmup(list(range(3, 3 + args.prompt_tokens)), args.concurrency)
     # one request's duration at full batch, from generate: the stagger that spreads starts over it

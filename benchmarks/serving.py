@@ -138,6 +138,8 @@ def main(argv=None) -> int:
                         help="CPU ids for the server and the in-process runs, e.g. 0 or 0-3 (default: the first --threads)")
     parser.add_argument("--client_cpus", type=parse_cpus, default=None, help="CPU ids for GuideLLM (default: the CPUs left)")
     parser.add_argument("--no_pin", action="store_true", help="pin nothing: server and client share every CPU")
+    parser.add_argument("--kv_cache", choices=("slots", "concat"), default="slots",
+                        help="the server's --kv_cache (slots is its default; concat for an A/B)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
     layout = cpu_layout(args)
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
     with running_model_server(
         model_dir, model_name="bench",
         args=["--torch_threads", str(args.threads), "--max_batch_size", str(max(levels)),
-              "--max_queue", str(4 * max(levels))],
+              "--max_queue", str(4 * max(levels)), "--kv_cache", args.kv_cache],
     ) as server, tempfile.TemporaryDirectory() as work:  # fmt: skip
         for stream in (True, False):
             label = "streamed" if stream else "non-streamed"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from llmops_core.errors import LlmopsError
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from serving.errors import InvalidRequestError
 
 
 class ConfigError(LlmopsError, ValueError):
     """A server option is out of range; the message names the flag and the fix."""
+
+
+KV_CACHES = ("slots", "concat")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,10 @@ class EngineConfig:
     # requests generated before the server reports ready (one batch, then one alone): the first forward
     # passes of a fresh process are several times slower (allocator, kernel selection); 0 skips it
     warmup_requests: int = 4
+    # where the running batch's KV cache lives: "slots" (preallocated batch slots, serving.runtime.kv_slots)
+    # or "concat" (transformers' DynamicCache, concatenated per step); models whose cache layers the slots
+    # cannot hold (sliding window, linear attention) use "concat" whatever this says
+    kv_cache: str = "slots"
 
     def validate(self) -> "EngineConfig":
         """Check ranges; return self so calls chain.
@@ -56,6 +63,8 @@ class EngineConfig:
             raise ConfigError(f"--request_timeout_s must be > 0, got {self.request_timeout_s}")
         if self.warmup_requests < 0:
             raise ConfigError(f"--warmup_requests must be >= 0, got {self.warmup_requests}")
+        if self.kv_cache not in KV_CACHES:
+            raise ConfigError(f"--kv_cache must be one of {', '.join(KV_CACHES)}, got {self.kv_cache!r}")
         return self
 
     def resolved(self, model_context: int) -> "EngineConfig":
@@ -74,15 +83,7 @@ class EngineConfig:
                 f"use a value <= {model_context}"
             )
         prompt = self.max_prompt_tokens if self.max_prompt_tokens is not None else total - 1
-        return EngineConfig(
-            max_batch_size=self.max_batch_size,
-            max_batch_wait_ms=self.max_batch_wait_ms,
-            max_queue=self.max_queue,
-            max_prompt_tokens=prompt,
-            max_total_tokens=total,
-            request_timeout_s=self.request_timeout_s,
-            warmup_requests=self.warmup_requests,
-        ).validate()
+        return replace(self, max_prompt_tokens=prompt, max_total_tokens=total).validate()
 
 
 @dataclass(frozen=True)

@@ -159,8 +159,6 @@ class GenerationEngine:
         config: batching and limits; token limits must be resolved (see ``EngineConfig.resolved``).
         observer: receives metrics.
         clock: monotonic clock in seconds (injectable for tests).
-        kv_slots: hold the running batch's KV cache in preallocated slots (:mod:`serving.runtime.kv_slots`)
-            whenever the model's cache layers allow it; False keeps transformers' concatenating cache.
     """
 
     def __init__(
@@ -170,7 +168,6 @@ class GenerationEngine:
         config: EngineConfig,
         observer: EngineObserver | None = None,
         clock: Callable[[], float] = time.monotonic,
-        kv_slots: bool = True,
     ):
         if config.max_total_tokens is None or config.max_prompt_tokens is None:
             raise ValueError("EngineConfig token limits must be resolved: call config.resolved(model_context)")
@@ -193,7 +190,7 @@ class GenerationEngine:
         self._logits_to_keep = "logits_to_keep" in accepted
         # transformers 5.x renamed ``past_key_values`` to ``cache``; accept either.
         self._cache_kw = "cache" if "cache" in accepted else "past_key_values"
-        self._kv_slots = kv_slots  # False: the concatenating DynamicCache path for every model
+        self._kv_slots = config.kv_cache == "slots"  # "concat": transformers' DynamicCache for every model
         self._decoder_kind = decoder_kind(tokenizer)
         logger.info("incremental detokenizer: %s", self._decoder_kind.value)
 

@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--http_host", default="0.0.0.0", help="Address to bind (127.0.0.1 for local tests).")
     parser.add_argument("--max_batch_size", type=int, default=16, help="Most sequences decoded together.")
     parser.add_argument("--max_batch_wait_ms", type=float, default=2.0, help="Idle wait for more arrivals.")
+    parser.add_argument(
+        "--kv_cache", default="slots",
+        help="Where the running batch's KV cache lives: slots (default; preallocated batch slots, no copy per step) "
+        "or concat (transformers' DynamicCache, concatenated every step). Models with sliding-window or "
+        "linear-attention layers use concat either way.",
+    )  # fmt: skip
     parser.add_argument("--max_queue", type=int, default=64, help="Most waiting requests; beyond it: 429.")
     parser.add_argument("--max_prompt_tokens", type=int, default=None, help="Default: max_total_tokens - 1.")
     parser.add_argument("--max_total_tokens", type=int, default=None, help="Default: the model's context.")
@@ -211,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         engine_config = EngineConfig(
             max_batch_size=args.max_batch_size,
             max_batch_wait_ms=args.max_batch_wait_ms,
+            kv_cache=args.kv_cache,
             max_queue=args.max_queue,
             max_prompt_tokens=args.max_prompt_tokens,
             max_total_tokens=args.max_total_tokens,

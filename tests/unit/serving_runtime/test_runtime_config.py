@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[3]
         ({"max_batch_wait_ms": -1}, "--max_batch_wait_ms must be >= 0"),
         ({"request_timeout_s": 0}, "--request_timeout_s must be > 0"),
         ({"max_prompt_tokens": 64, "max_total_tokens": 64}, "must be below --max_total_tokens"),
+        ({"kv_cache": "paged"}, "--kv_cache must be one of slots, concat, got 'paged'"),
     ],
 )
 def test_engine_config_refuses_bad_values(kwargs, message):

@@ -75,8 +75,8 @@ def test_batched_greedy_matches_unbatched_output(hf):
     assert len({len(tok(p)["input_ids"]) for p in prompts}) > 5  # the prompts really differ in length
 
 
-@pytest.mark.parametrize("kv_slots", [True, False], ids=["slot-cache", "concatenating-cache"])
-def test_staggered_arrivals_decode_as_alone(hf, monkeypatch, kv_slots):
+@pytest.mark.parametrize("kv_cache", ["slots", "concat"])
+def test_staggered_arrivals_decode_as_alone(hf, monkeypatch, kv_cache):
     """Requests joining and leaving a running batch one by one (as independent clients do), with
     different lengths and max_tokens, a long prompt arriving into a batch of short ones, and slot
     storage small enough to be compacted and grown: each decodes exactly as it does alone."""
@@ -88,7 +88,8 @@ def test_staggered_arrivals_decode_as_alone(hf, monkeypatch, kv_slots):
     prompts.insert(12, " ".join(prompts[:4])[-200:])  # the long one, after a dozen short ones
     budgets = [6 + (7 * i) % 19 for i in range(len(prompts))]
     expected = [_greedy_unbatched(model, tok, p, n) for p, n in zip(prompts, budgets)]
-    engine = GenerationEngine(model, tok, EngineConfig(max_batch_size=6).resolved(model.config.n_positions), kv_slots=kv_slots)
+    config = EngineConfig(max_batch_size=6, kv_cache=kv_cache).validate().resolved(model.config.n_positions)
+    engine = GenerationEngine(model, tok, config)
     engine.start()
     try:
 

@@ -39,6 +39,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from serving.runtime.config import KV_CACHES  # noqa: E402  (after the path: run as a script)
+
 
 class InProcess:
     """``generate`` on the same model and thread count as the server, measured per batch size."""
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
                         help="CPU ids for the server and the in-process runs, e.g. 0 or 0-3 (default: the first --threads)")
     parser.add_argument("--client_cpus", type=parse_cpus, default=None, help="CPU ids for GuideLLM (default: the CPUs left)")
     parser.add_argument("--no_pin", action="store_true", help="pin nothing: server and client share every CPU")
-    parser.add_argument("--kv_cache", choices=("slots", "concat"), default="slots",
+    parser.add_argument("--kv_cache", choices=KV_CACHES, default=KV_CACHES[0],
                         help="the server's --kv_cache (slots is its default; concat for an A/B)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)

@@ -82,11 +82,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
     if min(args.concurrency, args.requests, args.rounds, args.prompt_tokens, args.output_tokens, args.threads) < 1:
-        raise SystemExit("error: --concurrency, --requests, --rounds, --prompt_tokens, --output_tokens and --threads must be >= 1")
+        parser.error("--concurrency, --requests, --rounds, --prompt_tokens, --output_tokens and --threads must be >= 1")
     allowed = sorted(os.sched_getaffinity(0))
     cpus = set(args.cpus) if args.cpus else ({allowed[0]} if len(allowed) >= 2 else None)
     if cpus and not cpus <= set(allowed):
-        raise SystemExit(f"error: --cpus {sorted(cpus)} is not within the CPUs this process may use ({allowed})")
+        parser.error(f"--cpus {sorted(cpus)} is not within the CPUs this process may use ({allowed})")
     if cpus:
         os.sched_setaffinity(0, cpus)  # the engine thread started below inherits it
 

@@ -36,6 +36,20 @@ def test_a_bad_cpu_list_exits_2_with_one_line(flag, value, message):
     assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--concurrency", "0"], "must be >= 1"),
+    (["--cpus", "4096"], "--cpus [4096] is not within the CPUs this process may use"),
+])  # fmt: skip
+def test_engine_batching_refuses_bad_flags_with_exit_2(args, message):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "engine_batching.py"
+    out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_default_layout_gives_the_server_its_threads_and_the_client_the_rest(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     layout = cpu_layout(_args(threads=2))

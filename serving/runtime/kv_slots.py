@@ -113,7 +113,7 @@ class SlotKVCache:
         self.min_capacity = min_capacity
         self.span = _Span()
         self.cache: DynamicCache | None = None  # what the model's forward receives
-        self.mask: torch.Tensor | None = None  # (slots, capacity), 1 where a row attends a column
+        self.mask: torch.Tensor | None = None  # (row capacity, column capacity), 1 where a row attends a column
 
     # ---- views -----------------------------------------------------------------------------
 

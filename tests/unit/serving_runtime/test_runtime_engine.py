@@ -281,3 +281,48 @@ def test_warmup_fits_a_small_queue(hf):
         assert engine.warmup(tok("2+2=")["input_ids"], requests=4) > 0
     finally:
         engine.stop(timeout=10)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_slot_cache_serves_rope_and_grouped_query_models_as_alone(hf, arch):
+    """Beyond GPT-2: rotary positions and grouped-query attention (random tiny Llama / Qwen2 weights)
+    decode in the slot cache, with staggered arrivals and varied lengths, exactly as each prompt alone."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    _, tok = hf
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )).eval()  # fmt: skip
+    rng = random.Random(1)
+    prompts = [[rng.randrange(3, len(tok)) for _ in range(rng.randint(3, 40))] for _ in range(12)]
+    budgets = [rng.randint(3, 20) for _ in prompts]
+
+    def alone(ids: list[int], n: int) -> str:
+        new: list[int] = []
+        with torch.no_grad():
+            for _ in range(n):
+                new.append(int(model(input_ids=torch.tensor([ids + new])).logits[0, -1].argmax()))
+        return tok.decode(new, skip_special_tokens=True)
+
+    engine = GenerationEngine(model, tok, EngineConfig(max_batch_size=4).resolved(256))
+    engine.start()
+    try:
+
+        async def one(i: int):
+            await asyncio.sleep(0.01 * i)
+            params = SamplingParams(max_tokens=budgets[i], temperature=0, ignore_eos=True)
+            async for event in engine.submit(prompts[i], params, stream=False).events():
+                last = event
+            return last
+
+        async def staggered():
+            return await asyncio.gather(*(one(i) for i in range(len(prompts))))
+
+        results = asyncio.run(staggered())
+    finally:
+        engine.stop()
+    assert [r.error for r in results] == [None] * len(prompts)
+    assert [r.text for r in results] == [alone(p, n) for p, n in zip(prompts, budgets)]

@@ -32,7 +32,7 @@ class EngineConfig:
     # where the running batch's KV cache lives: "slots" (preallocated batch slots, serving.runtime.kv_slots)
     # or "concat" (transformers' DynamicCache, concatenated per step); models whose cache layers the slots
     # cannot hold (sliding window, linear attention) use "concat" whatever this says
-    kv_cache: str = "slots"
+    kv_cache: str = KV_CACHES[0]
 
     def validate(self) -> "EngineConfig":
         """Check ranges; return self so calls chain.

@@ -346,7 +346,7 @@ class GenerationEngine:
         active: list[_Sequence] = []
         cache = None  # the concatenating path's DynamicCache and mask (models the slot cache cannot hold)
         mask: torch.Tensor | None = None
-        slots: SlotKVCache | None = None
+        slots = SlotKVCache(self.config.max_batch_size)  # holds no storage until a batch starts in it
         use_slots = False  # chosen per batch, when it starts
         while True:
             newcomers = self._take(self.config.max_batch_size - len(active), block=not active)
@@ -360,8 +360,6 @@ class GenerationEngine:
                     if not active:
                         use_slots = self._kv_slots and slots_hold(new_cache)
                     if use_slots:
-                        if slots is None:
-                            slots = SlotKVCache(self.config.max_batch_size)
                         slots.admit(new_cache, new_mask)
                         active = active + newcomers
                         active = slots.remove([s.finished for s in active], active)
@@ -401,8 +399,7 @@ class GenerationEngine:
                     if not s.finished:
                         self._finish(s, FINISH_ERROR, "", error=f"{type(exc).__name__}: {exc}")
                 active, cache, mask = [], None, None
-                if slots is not None:
-                    slots.reset()
+                slots.reset()
             self._flush()
         self._flush()
         logger.info("generation worker stopped")

@@ -174,6 +174,8 @@ class SlotKVCache:
         s = self.span
         if len(finished) != s.rows or len(items) != s.rows:
             raise ValueError(f"slot cache: {len(finished)} flags and {len(items)} items for {s.rows} rows")
+        if not any(finished):
+            return list(items)  # no row left: no leading column freed, nothing to trim
         items = list(items)
         for i in range(s.rows - 1, -1, -1):
             if not finished[i]:
@@ -280,7 +282,6 @@ class SlotKVCache:
     def _refresh(self) -> None:
         for layer in self.layers:
             layer.refresh()
-
 
 
 def _round_up(n: int, to: int) -> int:

@@ -14,6 +14,7 @@ import asyncio
 import os
 import random
 import re
+import sys
 import time
 from collections.abc import Sequence
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_batch_size", type=int, default=16, help="Most sequences decoded together.")
     parser.add_argument("--max_batch_wait_ms", type=float, default=2.0, help="Idle wait for more arrivals.")
     parser.add_argument(
-        "--kv_cache", default="slots",
+        "--kv_cache", default=EngineConfig.kv_cache,
         help="Where the running batch's KV cache lives: slots (default; preallocated batch slots, no copy per step) "
         "or concat (transformers' DynamicCache, concatenated every step). Models with sliding-window or "
         "linear-attention layers use concat either way.",
@@ -230,8 +231,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_prompt_chars=args.max_prompt_chars,
             repository_token=os.environ.get(REPOSITORY_TOKEN_ENV) or None,
         ).validate()
-    except ConfigError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    except ConfigError as exc:  # a bad flag: a usage error, exit 2 as argparse's own
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     import torch
     from kserve import ModelServer, model_server

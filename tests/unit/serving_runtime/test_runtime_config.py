@@ -42,6 +42,20 @@ def test_engine_config_refuses_bad_values(kwargs, message):
         EngineConfig(**kwargs).validate()
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--kv_cache", "paged", "error: --kv_cache must be one of slots, concat, got 'paged'"),
+    ("--max_batch_size", "0", "error: --max_batch_size must be >= 1, got 0"),
+])  # fmt: skip
+def test_a_bad_server_flag_exits_2_with_one_line(tmp_path, flag, value, message):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "serving", "--model_dir", str(tmp_path), flag, value],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [message]
+
+
 def test_engine_config_resolves_limits_from_model_context():
     cfg = EngineConfig().resolved(128)
     assert (cfg.max_total_tokens, cfg.max_prompt_tokens) == (128, 127)

@@ -94,6 +94,17 @@ def mean_of(a: dict, b: dict) -> dict:
     return {k: (a[k] + b[k]) / 2 for k in a}
 
 
+def median_run(rows: list[dict]) -> dict:
+    """The run whose throughput ratio is the median (the lower middle one of an even count)."""
+    ordered = sorted(rows, key=lambda r: r["ratio"]["throughput"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def spread(values) -> tuple[float, float]:
+    vs = list(values)
+    return min(vs), max(vs)
+
+
 def parse_cpus(text: str) -> tuple[int, ...]:
     """``"0,2-3"`` -> ``(0, 2, 3)``; an argparse type (a bad list exits 2 with one line)."""
     out: list[int] = []
@@ -134,6 +145,9 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=8,
                         help="requests per client at each concurrency (min 16): enough waves for a steady state")
     parser.add_argument("--rounds", type=int, default=3, help="in-process repetitions per batch size")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="GuideLLM runs per concurrency and mode, each between its own in-process pair; the "
+                        "reported ratio is their median, with the range (this machine drifts by tens of percent)")
     parser.add_argument("--slo_ttft_ms", type=float, default=500.0)
     parser.add_argument("--slo_itl_ms", type=float, default=50.0)
     parser.add_argument("--server_cpus", type=parse_cpus, default=None,
@@ -144,6 +158,8 @@ def main(argv=None) -> int:
                         help="the server's --kv_cache (slots is its default; concat for an A/B)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     layout = cpu_layout(args)
 
     import torch
@@ -163,8 +179,7 @@ def main(argv=None) -> int:
     if layout["server"]:
         os.sched_setaffinity(0, layout["server"])  # this process's in-process runs, and the server it starts
     local_model = InProcess(model_dir, args.prompt_tokens, args.output_tokens, args.rounds)
-    server_rows: dict[str, list[dict]] = {}
-    paired: dict[str, dict[int, dict]] = {}  # the in-process figures each server run is divided by
+    runs: dict[str, dict[int, list[dict]]] = {}  # every GuideLLM run, each with the in-process pair it is divided by
     with running_model_server(
         model_dir, model_name="bench",
         args=["--torch_threads", str(args.threads), "--max_batch_size", str(max(levels)),
@@ -181,21 +196,28 @@ def main(argv=None) -> int:
                     timeout_s=900, cpus=layout["client"],
                     worker_processes=len(layout["client"]) if layout["client"] else None,
                 )  # fmt: skip
-                before = local_model.measure(c)  # the server idles meanwhile
-                passes0, rows0 = forward_passes(server.url)
-                t0 = time.perf_counter()
-                (bench,) = guidellm.run(spec, Path(work))
-                wall = time.perf_counter() - t0
-                passes1, rows1 = forward_passes(server.url)
-                after = local_model.measure(c)
-                summary = guidellm.summary(bench)
-                # batch occupancy: in-process batch c decodes c rows in every pass
-                summary["forward_passes"] = passes1 - passes0
-                summary["mean_batch"] = (rows1 - rows0) / (passes1 - passes0) if passes1 > passes0 else None
-                server_rows.setdefault(label, []).append(summary)
-                paired.setdefault(label, {})[c] = mean_of(before, after)
-                print(f"guidellm c{c} {label}: {wall:.0f} s (in-process batch {c} before/after: "
-                      f"{before['tok_per_s']:.0f}/{after['tok_per_s']:.0f} tok/s)", flush=True)  # fmt: skip
+                for rep in range(args.repeats):
+                    before = local_model.measure(c)  # the server idles meanwhile
+                    passes0, rows0 = forward_passes(server.url)
+                    t0 = time.perf_counter()
+                    (bench,) = guidellm.run(spec, Path(work))
+                    wall = time.perf_counter() - t0
+                    passes1, rows1 = forward_passes(server.url)
+                    after = local_model.measure(c)
+                    summary = guidellm.summary(bench)
+                    # batch occupancy: in-process batch c decodes c rows in every pass
+                    summary["forward_passes"] = passes1 - passes0
+                    summary["mean_batch"] = (rows1 - rows0) / (passes1 - passes0) if passes1 > passes0 else None
+                    summary["in_process"] = pair = mean_of(before, after)
+                    summary["ratio"] = {"throughput": summary["output_tok_per_s"] / pair["tok_per_s"],
+                                        "latency_p50": summary["e2e_p50_s"] / pair["e2e_p50_s"]}  # fmt: skip
+                    runs.setdefault(label, {}).setdefault(c, []).append(summary)
+                    print(f"guidellm c{c} {label} ({rep + 1}/{args.repeats}): {wall:.0f} s, "
+                          f"{summary['ratio']['throughput']:.2f} of in-process batch {c} (before/after: "
+                          f"{before['tok_per_s']:.0f}/{after['tok_per_s']:.0f} tok/s)", flush=True)  # fmt: skip
+    # each (mode, concurrency): the run with the median throughput ratio stands for it in the table
+    server_rows = {label: [median_run(rs) for rs in by_c.values()] for label, by_c in runs.items()}
+    paired = {label: {row["concurrency"]: row["in_process"] for row in rows} for label, rows in server_rows.items()}
     local = {b: mean_of(paired["streamed"][b], paired["non-streamed"][b]) for b in levels}  # shown in the table
 
     def _batch(mean: float | None) -> str:
@@ -211,29 +233,41 @@ def main(argv=None) -> int:
         print(f"{'in-process generate, batch ' + str(b):32} {ms(r['ttft_p50_s'])} {'':8} {'':8} {ms(r['tpot_s'])} "
               f"{ms(r['e2e_p50_s'])} {'':8} {r['tok_per_s']:8.0f}")  # fmt: skip
     ratios: dict[str, dict] = {}
+    for label, by_c in runs.items():
+        for c, rs in by_c.items():
+            ratios.setdefault(label, {})[c] = {
+                key: statistics.median(r["ratio"][key] for r in rs) for key in ("throughput", "latency_p50")
+            } | {f"{key}_range": spread(r["ratio"][key] for r in rs) for key in ("throughput", "latency_p50")} | {
+                "runs": len(rs)
+            }  # fmt: skip
     for label, rows in server_rows.items():
         for row in rows:
             c = row["concurrency"]
-            base = paired[label][c]
-            ratio = row["output_tok_per_s"] / base["tok_per_s"]
-            ratios.setdefault(label, {})[c] = {"throughput": ratio, "latency_p50": row["e2e_p50_s"] / base["e2e_p50_s"]}
             done = row["requests"]
             good = f"{row['slo_attainment']:.2f}" if row["slo_attainment"] is not None else "-"
             print(f"{'server c' + str(c) + ', ' + label:32} {ms(row['ttft_p50_s'])} {ms(row['ttft_p99_s'])} "
                   f"{ms(row['itl_p50_s'])} {ms(row['tpot_p50_s'])} {ms(row['e2e_p50_s'])} {ms(row['e2e_p99_s'])} "
-                  f"{row['output_tok_per_s']:8.0f} {ratio:11.2f} {good:>8} {_batch(row['mean_batch']):>6}"
+                  f"{row['output_tok_per_s']:8.0f} {row['ratio']['throughput']:11.2f} {good:>8} "
+                  f"{_batch(row['mean_batch']):>6}"
                   + ("" if done["errored"] == 0 and done["incomplete"] == 0 else f"  ({done})"))  # fmt: skip
+    if args.repeats > 1:
+        print(f"each server row: the median of {args.repeats} runs by tok/s ratio, each run divided by its own "
+              "in-process pair")
     print("batch: mean sequences per forward pass of the server (prefill and decode) during the run; "
           "in-process batch B has B in every pass")
     print()
+    def _of(r: dict, key: str) -> str:
+        lo, hi = r[f"{key}_range"]
+        return f"{r[key]:.2f}" + (f" (median of {r['runs']} runs, range {lo:.2f}-{hi:.2f})" if r["runs"] > 1 else "")
+
     for label in server_rows:
         r = ratios[label]
         if 16 in r:
-            print(f"[{label}] c16 tok/s / in-process b16 = {r[16]['throughput']:.2f} (target >= 0.90)")
+            print(f"[{label}] c16 tok/s / in-process b16 = {_of(r[16], 'throughput')} (target >= 0.90)")
         if 1 in r:
-            print(f"[{label}] c1 p50 / in-process b1 p50 = {r[1]['latency_p50']:.2f} (target <= 1.10)")
+            print(f"[{label}] c1 p50 / in-process b1 p50 = {_of(r[1], 'latency_p50')} (target <= 1.10)")
     if args.out:
-        args.out.write_text(json.dumps({"in_process": local, "in_process_paired": paired, "server": server_rows, "ratios": ratios,
+        args.out.write_text(json.dumps({"in_process": local, "in_process_paired": paired, "server": server_rows, "runs": runs, "ratios": ratios,
                                         "threads": args.threads, "cpu_layout": layout, "args": vars(args) | {"out": str(args.out),
                                         "model_dir": str(model_dir)}}, indent=2, default=str))  # fmt: skip
     return 0

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from benchmarks.serving import cpu_layout, parse_cpus
+from benchmarks.serving import cpu_layout, median_run, parse_cpus
 from tests.support import guidellm
 
 
@@ -25,6 +25,7 @@ def test_cpu_lists_parse_like_taskset():
 @pytest.mark.parametrize(("flag", "value", "message"), [
     ("--server_cpus", "zero", "'zero' is not a CPU list such as 0 or 0,2-3"),
     ("--client_cpus", "3-1", "'3-1' names no CPU"),
+    ("--repeats", "0", "--repeats must be >= 1, got 0"),
 ])  # fmt: skip
 def test_a_bad_cpu_list_exits_2_with_one_line(flag, value, message):
     import subprocess
@@ -73,3 +74,10 @@ def test_guidellm_run_refuses_an_empty_cpu_set_and_zero_workers(tmp_path):
         guidellm.GuideLLMRun(**base, worker_processes=0).validate()
     with pytest.raises(ValueError, match="at least one CPU id"):
         guidellm.GuideLLMRun(**base, cpus=()).validate()
+
+
+def test_the_median_run_stands_for_its_repeats():
+    runs = [{"id": i, "ratio": {"throughput": t}} for i, t in enumerate([0.9, 0.6, 0.75, 0.8])]
+    assert median_run(runs)["id"] == 2  # 0.6, 0.75 | 0.8, 0.9: the lower middle of an even count
+    assert median_run(runs[:3])["id"] == 2
+    assert median_run(runs[:1])["id"] == 0

@@ -355,7 +355,13 @@ class GenerationEngine:
             try:
                 newcomers = [s for s in newcomers if not self._expired(s)]
                 if newcomers:
-                    new_cache, new_mask, logits = self._prefill(newcomers)
+                    try:
+                        new_cache, new_mask, logits = self._prefill(newcomers)
+                    except Exception as exc:  # nothing running was touched: fail the newcomers only
+                        logger.exception("prefill failed; failing its %d requests", len(newcomers))
+                        self._fail(newcomers, exc)
+                        newcomers = []
+                if newcomers:
                     self._accept(newcomers, logits)
                     if not active:
                         use_slots = self._kv_slots and slots_hold(new_cache)
@@ -367,6 +373,7 @@ class GenerationEngine:
                         cache, mask = self._merge(cache, mask, new_cache, new_mask)
                         active = active + newcomers
                         active, cache, mask = self._drop_finished(active, cache, mask)
+                    new_cache = new_mask = logits = None  # copied into the batch: let the prefill's go
                 if active:
                     if use_slots:
                         mask, cache = slots.begin_step(1), slots.cache
@@ -393,16 +400,22 @@ class GenerationEngine:
                         active = slots.remove([s.finished for s in active], active)
                     else:
                         active, cache, mask = self._drop_finished(active, cache, mask)
+                    out = None
+                if not active:  # an idle engine holds no KV memory: drop every reference to the batch's
+                    cache = mask = None
             except Exception as exc:  # keep serving: fail this batch, not the process
                 logger.exception("generation step failed; failing %d requests", len(active) + len(newcomers or []))
-                for s in active + (newcomers or []):
-                    if not s.finished:
-                        self._finish(s, FINISH_ERROR, "", error=f"{type(exc).__name__}: {exc}")
-                active, cache, mask = [], None, None
+                self._fail(active + (newcomers or []), exc)
+                active, cache, mask, out, new_cache, new_mask, logits = [], None, None, None, None, None, None
                 slots.reset()
             self._flush()
         self._flush()
         logger.info("generation worker stopped")
+
+    def _fail(self, seqs: list[_Sequence], exc: Exception) -> None:
+        for s in seqs:
+            if not s.finished:
+                self._finish(s, FINISH_ERROR, "", error=f"{type(exc).__name__}: {exc}")
 
     def _emit(self, handle: RequestHandle, event: GenerationEvent) -> None:
         self._outbox.setdefault(handle._loop, []).append((handle, event))

@@ -10,11 +10,14 @@ against 5.9 s of decode passes, and decode passes 20 % slower from the per-step 
 kept at the longest row's width).
 
 Here each layer's keys and values live in storage of rows (batch slots, at most ``slots``) by
-columns, both grown by doubling and released when the batch empties, so an idle engine holds no
-KV memory and a busy one at most about twice what its rows need. The running batch is rows ``[0, rows)``; the live columns
+columns, both grown by doubling, shrunk to twice the need when a quarter or less of either is
+used, and released when the batch empties: an idle engine holds no KV memory, and a busy one at
+most about four times what its rows need (the margin keeps a batch near a boundary from resizing
+back and forth). The running batch is rows ``[0, rows)``; the live columns
 are ``[start, end)``; the attention reads a view of that block, never a copy. All rows are
 right-aligned: a decode step writes every row's new token at column ``end``, and a newcomer's
-prompt is written at ``[end - n, end)`` of a free slot, its earlier columns masked. The same
+prompt is written at ``[end - n, end)`` of a free slot, its earlier columns masked and zeroed (a
+slot's previous keys could be non-finite, and a masked NaN still poisons the attention). The same
 layout, and so the same masked-column arithmetic, as the left-padded cache it replaces: masked
 columns get zero attention weight, so a prompt decodes as it does alone.
 
@@ -40,9 +43,10 @@ MIN_CAPACITY = 64  # columns allocated at least, and the rounding of growth
 
 
 def supported(cache) -> bool:
-    """True when every layer of a prefill's cache is a plain ``DynamicLayer`` (no sliding window, no state)."""
+    """True when every layer of a prefill's cache is a plain, filled ``DynamicLayer`` (no sliding window, no
+    state, no layer that shares another's keys and so holds none of its own)."""
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) is DynamicLayer and layer.keys is not None for layer in layers)
 
 
 class _Span:
@@ -84,9 +88,9 @@ class SlotLayer(DynamicLayer):
             )
         self.store_k[: s.rows, :, s.end : s.end + q] = key_states
         self.store_v[: s.rows, :, s.end : s.end + q] = value_states
-        keys = self.store_k[: s.rows, :, s.start : s.end + q]
-        values = self.store_v[: s.rows, :, s.start : s.end + q]
-        return keys, values
+        self.keys = self.store_k[: s.rows, :, s.start : s.end + q]  # as DynamicLayer.update leaves them
+        self.values = self.store_v[: s.rows, :, s.start : s.end + q]
+        return self.keys, self.values
 
     def get_seq_length(self) -> int:
         """Live columns before this pass's tokens (what the model offsets ``cache_position`` by)."""
@@ -95,6 +99,14 @@ class SlotLayer(DynamicLayer):
     @property
     def capacity(self) -> int:
         return self.store_k.shape[2]
+
+    def _not_here(self, *args, **kwargs):
+        raise NotImplementedError(
+            "slot cache: rows and columns are managed by SlotKVCache (admit/remove/trim), not by the layer"
+        )
+
+    # DynamicLayer's own reshaping would point keys/values away from the storage the engine writes
+    crop = batch_repeat_interleave = batch_select_indices = reorder_cache = offload = prefetch = reset = _not_here
 
 
 class SlotKVCache:
@@ -150,7 +162,7 @@ class SlotKVCache:
         if s.rows + k > self.slots:
             raise ValueError(f"slot cache: {s.rows} running + {k} new rows exceed {self.slots} slots")
         if self.cache is None:
-            self._allocate(new_cache.layers[0].keys, len(new_cache.layers), k, _round_up(2 * n, self.min_capacity))
+            self._allocate(new_cache.layers, k, _round_up(2 * n, self.min_capacity))
         elif s.rows + k > self.row_capacity:
             self._reallocate(min(self.slots, max(2 * self.row_capacity, s.rows + k)), self.mask.shape[1])
         if s.rows == 0:
@@ -160,9 +172,13 @@ class SlotKVCache:
             if s.end < n:
                 self._shift_right(n - s.end)
         lo, hi = s.end - n, s.end
+        start = min(s.start, lo) if s.rows else lo
         for layer, new in zip(self.layers, new_cache.layers):
-            layer.store_k[s.rows : s.rows + k, :, lo:hi] = new.keys
-            layer.store_v[s.rows : s.rows + k, :, lo:hi] = new.values
+            for store, block in ((layer.store_k, new.keys), (layer.store_v, new.values)):
+                store[s.rows : s.rows + k, :, start:lo] = 0  # masked, and zero: a previous occupant's could be NaN
+                if lo < s.start:  # columns that become live for the running rows: masked, zero them too
+                    store[: s.rows, :, lo : s.start] = 0
+                store[s.rows : s.rows + k, :, lo:hi] = block
         self.mask[s.rows : s.rows + k] = 0
         self.mask[s.rows : s.rows + k, lo:hi] = new_mask
         s.rows += k
@@ -193,7 +209,7 @@ class SlotKVCache:
         return items
 
     def trim(self) -> None:
-        """Move ``start`` past leading columns that no running row attends."""
+        """Move ``start`` past leading columns that no running row attends; shrink storage used a quarter or less."""
         s = self.span
         if s.rows == 0:
             self.reset()
@@ -202,7 +218,14 @@ class SlotKVCache:
             used = self.live_mask().any(dim=0).nonzero()
             if used.numel():
                 s.start += int(used[0])
-        self._refresh()
+        rows, columns = self.mask.shape
+        need = _round_up(2 * self.width, self.min_capacity)
+        new_rows = rows if 4 * s.rows > rows else 2 * s.rows
+        new_columns = columns if columns <= 4 * need else need
+        if (new_rows, new_columns) != (rows, columns):
+            self._reallocate(new_rows, new_columns)
+        else:
+            self._refresh()
 
     def begin_step(self, tokens: int = 1) -> torch.Tensor:
         """Prepare a forward pass that appends ``tokens`` columns to every running row; returns its mask."""
@@ -231,15 +254,22 @@ class SlotKVCache:
     def row_capacity(self) -> int:
         return self.mask.shape[0] if self.mask is not None else 0
 
-    def _allocate(self, like: torch.Tensor, n_layers: int, rows: int, capacity: int) -> None:
-        _, heads, _, head_dim = like.shape
+    @property
+    def column_capacity(self) -> int:
+        return self.mask.shape[1] if self.mask is not None else 0
+
+    def _allocate(self, layers, rows: int, capacity: int) -> None:
+        """Storage for every layer, each shaped, typed and placed as that layer's prefill keys."""
         capacity = max(capacity, self.min_capacity)
         cache = DynamicCache()
-        cache.layers = [
-            SlotLayer(self.span, rows, heads, capacity, head_dim, like.dtype, like.device) for _ in range(n_layers)
-        ]
+        cache.layers = []
+        for layer in layers:
+            _, heads, _, head_dim = layer.keys.shape
+            cache.layers.append(
+                SlotLayer(self.span, rows, heads, capacity, head_dim, layer.keys.dtype, layer.keys.device)
+            )
         self.cache = cache
-        self.mask = torch.zeros((rows, capacity), dtype=torch.long, device=like.device)
+        self.mask = torch.zeros((rows, capacity), dtype=torch.long, device=layers[0].keys.device)
 
     def _reallocate(self, rows: int, capacity: int) -> None:
         """New storage of ``rows`` x ``capacity``, with the live block copied to column 0."""

@@ -155,3 +155,51 @@ def test_rows_grow_on_demand_and_an_empty_batch_holds_no_storage():
     assert slots.row_capacity == 8
     order = slots.remove([True] * len(order), order)
     assert order == [] and slots.cache is None and slots.row_capacity == 0
+
+
+def test_storage_shrinks_when_the_rows_that_needed_it_leave():
+    slots = SlotKVCache(slots=16, min_capacity=8)
+    cache, mask = _prefill([(1, 2000)])
+    slots.admit(cache, mask)
+    cache, mask = _prefill([(rid, 3) for rid in range(2, 17)])
+    slots.admit(cache, mask)
+    lengths = {1: 2000} | {rid: 3 for rid in range(2, 17)}
+    order = [1, *range(2, 17)]
+    _step(slots, lengths, order)
+    assert slots.row_capacity == 16 and slots.column_capacity >= 2001
+    leaving = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}  # the long prompt and most of the rest
+    order = slots.remove([rid in leaving for rid in order], order)
+    _check(slots, lengths, order)
+    assert slots.width == 4  # the 3 left attend their 4 columns only
+    assert slots.row_capacity == 6 and slots.column_capacity == 8  # twice the need, not 16 x 4032
+    for _ in range(20):  # and decoding on from the smaller storage keeps every row's keys
+        _step(slots, lengths, order)
+    _check(slots, lengths, order)
+
+
+def test_a_reused_slot_starts_clean_even_after_non_finite_keys():
+    """A masked column still reaches the attention as 0 x value: a previous occupant's NaN must not stay there."""
+    slots = SlotKVCache(slots=2, min_capacity=8)
+    cache, mask = _prefill([(1, 6), (2, 2)])
+    slots.admit(cache, mask)
+    for layer in slots.layers:  # the second row's keys and values went non-finite (an fp16 overflow, say)
+        layer.store_k[1].fill_(float("nan"))
+        layer.store_v[1].fill_(float("inf"))
+    order = slots.remove([False, True], [1, 2])  # it finishes: slot 1 is free, its NaN still in the storage
+    cache, mask = _prefill([(3, 1)])
+    slots.admit(cache, mask)  # slot 1 reused, with the columns before the newcomer's prompt masked
+    order.append(3)
+    for layer in slots.layers:
+        assert torch.isfinite(layer.keys).all() and torch.isfinite(layer.values).all()
+    _check(slots, {1: 6, 3: 1}, order)
+
+
+def test_the_layers_own_reshaping_is_refused():
+    slots = SlotKVCache(slots=2)
+    cache, mask = _prefill([(1, 3)])
+    slots.admit(cache, mask)
+    import pytest
+
+    for call in (lambda l: l.crop(1), lambda l: l.batch_select_indices(torch.tensor([0])), lambda l: l.reset()):
+        with pytest.raises(NotImplementedError, match="managed by SlotKVCache"):
+            call(slots.layers[0])

@@ -327,3 +327,60 @@ def test_slot_cache_serves_rope_and_grouped_query_models_as_alone(hf, arch):
         engine.stop()
     assert [r.error for r in results] == [None] * len(prompts)
     assert [r.text for r in results] == [alone(p, n) for p, n in zip(prompts, budgets)]
+
+
+@pytest.mark.parametrize("kv_cache", ["slots", "concat"])
+def test_a_failed_prefill_fails_its_newcomers_only(hf, monkeypatch, kv_cache):
+    """One arrival whose prefill raises (an out-of-memory on a long prompt, say) gets an error; the request
+    already decoding goes on untouched and its text is what it is alone."""
+    model, tok = hf
+    poison = tok("poison pill prompt")["input_ids"]
+    engine = _engine(hf, max_batch_size=4, kv_cache=kv_cache)
+    real = engine._prefill
+
+    def prefill(seqs):
+        if any(list(s.prompt_ids) == poison for s in seqs):
+            raise RuntimeError("out of memory (injected)")
+        return real(seqs)
+
+    monkeypatch.setattr(engine, "_prefill", prefill)
+    prompt = _prompts(1, seed=5)[0]
+    expected = _greedy_unbatched(model, tok, prompt, 50)
+    try:
+
+        async def both():
+            return await asyncio.gather(
+                _run(engine, tok, prompt, SamplingParams(max_tokens=50, temperature=0)),
+                _run(engine, tok, "poison pill prompt", SamplingParams(max_tokens=5, temperature=0), delay=0.02),
+            )
+
+        (text, last), (_, failed) = asyncio.run(both())
+    finally:
+        engine.stop()
+    assert failed.finish_reason == "error" and "out of memory (injected)" in failed.error
+    assert last.finish_reason in (FINISH_LENGTH, FINISH_STOP) and text == expected
+
+
+def test_an_idle_engine_keeps_no_kv_storage_alive(hf):
+    import gc
+    import time
+
+    from serving.runtime.kv_slots import SlotLayer
+
+    model, tok = hf
+    engine = _engine(hf, max_batch_size=4)
+    try:
+
+        async def some():
+            return await asyncio.gather(*[
+                _run(engine, tok, p, SamplingParams(max_tokens=8, temperature=0), delay=0.01 * i)
+                for i, p in enumerate(_prompts(3, seed=2))
+            ])  # fmt: skip
+
+        assert all(last.finish_reason in (FINISH_LENGTH, FINISH_STOP) for _, last in asyncio.run(some()))
+        time.sleep(0.2)  # the worker now waits for work
+        gc.collect()
+        alive = [o for o in gc.get_objects() if isinstance(o, SlotLayer)]
+    finally:
+        engine.stop()
+    assert alive == []

@@ -310,10 +310,13 @@ def build_router(model: LLMModel) -> APIRouter:
                             break
                         if ev.text or ev.finish_reason:
                             out = chunk(ev.text, ev.finish_reason)
-                            if (ev.finish_reason and include_usage) or continuous:
+                            if continuous:
                                 out["usage"] = usage(ev.prompt_tokens, ev.completion_tokens).model_dump()
                             yield _sse(out)
                         if ev.finish_reason:
+                            if include_usage:  # as OpenAI and vLLM: one more chunk, no choices, the whole usage
+                                whole = usage(ev.prompt_tokens, ev.completion_tokens).model_dump()
+                                yield _sse({**envelope, "choices": [], "usage": whole})
                             break
                     yield "data: [DONE]\n\n"
                 finally:

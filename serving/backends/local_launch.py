@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from serving.backends.base import BackendError
 from serving.isvc import DEPLOYMENT_MODE_ANNOTATION, MODEL_FORMAT, DeploymentMode, IsvcSpecError
 from serving.cluster.names import MODEL_VERSION_ENV
+from serving.runtime.threads import TORCH_THREADS_ENV
 
 
 
@@ -177,5 +178,5 @@ def server_argv(server_command: Sequence[str], spec: LaunchSpec, model_name: str
 def server_env(spec: LaunchSpec, revision: str) -> dict[str, str]:
     """The model server's environment: this process's, the predictor's env, and the revision name."""
     env = {**os.environ, **dict(spec.env), "LLMOPS_REVISION": revision}
-    env.setdefault("LLMOPS_TORCH_THREADS", "1")  # revisions share this machine: not one thread per core each
+    env.setdefault(TORCH_THREADS_ENV, "1")  # revisions share this machine: not one thread per core each
     return env

@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--torch_threads",
-        type=int,
-        default=int(os.environ["LLMOPS_TORCH_THREADS"]) if os.environ.get("LLMOPS_TORCH_THREADS") else None,
+        type=_threads_flag,
+        default=None,
         help="torch.set_num_threads for the generation worker; 0 keeps torch's default. Default "
         "($LLMOPS_TORCH_THREADS or) the container's CPUs: cgroup cpu.max / cfs quota, else the affinity "
         "mask. The local backend passes 1: its revisions share one machine.",
@@ -209,9 +209,25 @@ def install(app, model, faults: FaultConfig | None = None) -> None:
     app.add_exception_handler(RequestValidationError, validation_handler)
 
 
+def _threads_flag(text: str) -> int:
+    from serving.runtime.threads import whole_threads
+
+    try:
+        return whole_threads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse argv, load the model and run KServe's ModelServer until SIGTERM."""
-    args = build_parser().parse_args(argv)
+    from serving.runtime.threads import choose_threads, requested_threads
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        wanted_threads, threads_source = requested_threads(args.torch_threads, os.environ)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.workers != 1:
         raise SystemExit("--workers must be 1: a single generation worker owns the model (scale with replicas)")
     try:
@@ -247,10 +263,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if not logger.handlers:
             kserve_logging.configure_logging(args.log_config_file)
-    from serving.runtime.threads import choose_threads
-
-    threads = choose_threads(args.torch_threads)
+    threads = choose_threads(wanted_threads, threads_source)
     torch.set_num_threads(threads.threads)
+    logger.info("torch threads: %s", threads.describe())
     model = LLMModel(
         args.model_name,
         args.model_dir,
@@ -266,7 +281,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     if faults.enabled:
         logger.warning("TEST-ONLY fault injection is ON: %s", faults)
-    logger.info("torch threads: %s", threads.describe())
     logger.info(
         "request limits: body %d bytes, prompt %d characters, model repository routes %s",
         limits.max_body_bytes,

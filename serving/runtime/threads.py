@@ -124,12 +124,43 @@ def container_threads(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CG
     return ThreadChoice(cpus, "affinity", f"{cpus} CPUs in the affinity mask")
 
 
-def choose_threads(flag: int | None) -> ThreadChoice:
-    """``--torch_threads``: a positive value is kept, 0 keeps torch's default, None sizes to the container."""
+TORCH_THREADS_ENV = "LLMOPS_TORCH_THREADS"
+
+
+def whole_threads(text: str) -> int:
+    """A thread count as given on the command line or in the environment: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"must be >= 0 (0 keeps torch's default), got {value}")
+    return value
+
+
+def requested_threads(flag: int | None, environ) -> tuple[int | None, str]:
+    """(threads asked for, where from): ``--torch_threads``, else ``$LLMOPS_TORCH_THREADS``, else None.
+
+    Raises:
+        ValueError: the environment's value is not a whole number >= 0 (the message names the variable).
+    """
+    if flag is not None:
+        return flag, "flag"
+    text = environ.get(TORCH_THREADS_ENV, "").strip()
+    if not text:
+        return None, ""
+    try:
+        return whole_threads(text), f"${TORCH_THREADS_ENV}"
+    except ValueError as exc:
+        raise ValueError(f"${TORCH_THREADS_ENV}: {exc}") from None
+
+
+def choose_threads(flag: int | None, source: str = "flag") -> ThreadChoice:
+    """A positive ``flag`` is kept, 0 keeps torch's default, None sizes to the container."""
     if flag is None:
         return container_threads()
     if flag == 0:
         import torch
 
         return ThreadChoice(torch.get_num_threads(), "torch default")
-    return ThreadChoice(flag, "flag")
+    return ThreadChoice(flag, source)

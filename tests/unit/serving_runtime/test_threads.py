@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from serving.runtime import threads
-from serving.runtime.threads import choose_threads, container_threads
+from serving.runtime.threads import choose_threads, container_threads, requested_threads
 
 
 @pytest.fixture
@@ -88,5 +88,25 @@ def test_server_flag_env_and_default(monkeypatch, tmp_path, eight_cpus):
     monkeypatch.setattr(threads.container_threads, "__defaults__", (root, proc))
     assert choose_threads(flag).threads == 4
     assert choose_threads(2).describe() == "2 (flag)"
-    monkeypatch.setenv("LLMOPS_TORCH_THREADS", "1")
-    assert build_parser().parse_args([]).torch_threads == 1
+    assert requested_threads(None, {"LLMOPS_TORCH_THREADS": "1"}) == (1, "$LLMOPS_TORCH_THREADS")
+    assert requested_threads(3, {"LLMOPS_TORCH_THREADS": "1"}) == (3, "flag")
+    assert requested_threads(None, {}) == (None, "")
+    assert choose_threads(*requested_threads(None, {"LLMOPS_TORCH_THREADS": "2"})).describe() == "2 ($LLMOPS_TORCH_THREADS)"
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["--torch_threads", "-1"], None, "argument --torch_threads: must be >= 0 (0 keeps torch's default), got -1"),
+    (["--torch_threads", "two"], None, "argument --torch_threads: 'two' is not a whole number"),
+    ([], "x", "$LLMOPS_TORCH_THREADS: 'x' is not a whole number"),
+])  # fmt: skip
+def test_a_bad_thread_count_exits_2_with_one_line(tmp_path, argv, env, message):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    environ = {k: v for k, v in os.environ.items() if k != "LLMOPS_TORCH_THREADS"}
+    environ |= {"LLMOPS_TORCH_THREADS": env} if env else {}
+    out = subprocess.run([sys.executable, "-m", "serving", "--model_dir", str(tmp_path), *argv], env=environ,
+                         cwd=Path(__file__).resolve().parents[3], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -22,8 +22,9 @@ Rules (a run rolls back at the first verdict that says so):
   Limits: +1 point of errors, p95 ratio 1.2 (the same as the Flagger rule's),
   alpha 0.01 for the whole step.
 * ``ours+probes``: the same, and the probe requests the judge asks for are sent
-  (they join the next interval of both arms, behaving as that arm does). Only
-  differs where traffic is thin.
+  (they join the next interval: the canary gets what the judge asked for, stable
+  its share of the split, ``serving.rollout.loadgen.probe_split``, each behaving
+  as that arm does). Only differs where traffic is thin.
 * ``kayenta``: Kayenta-style per-interval judgement: a two-sided Mann-Whitney
   test per metric (latency, TTFT, and errors as 0/1 observations) at confidence
   0.98 (Kayenta's default classifier); a metric is "High" when significant with
@@ -68,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from serving.metrics.base import Histogram, MetricsTarget, RevisionMetrics  # noqa: E402
 from serving.rollout.analysis import AnalysisPolicy, Phase  # noqa: E402
+from serving.rollout.loadgen import probe_split  # noqa: E402
 from serving.rollout.sequential import judge  # noqa: E402
 
 log = logging.getLogger("canary_detection")
@@ -217,9 +219,12 @@ def flagger_failed_checks(stats: tuple, base: FlaggerBase, scale: float = 1.0) -
 
 
 def first_flagger(per_interval: list[tuple], base: FlaggerBase, scale: float = 1.0, threshold: int = 3) -> int | None:
+    """The interval of the ``threshold``-th failed analysis run: one failed run per interval, however many of
+    its metrics failed (Flagger's scheduler, pkg/controller/scheduler.go ``advanceCanary``: ``runAnalysis``
+    false sets ``FailedChecks + 1``)."""
     fails = 0
     for t, stats in enumerate(per_interval, 1):
-        fails += flagger_failed_checks(stats, base, scale)
+        fails += flagger_failed_checks(stats, base, scale) > 0
         if fails >= threshold:
             return t
     return None
@@ -246,7 +251,8 @@ def run_once(rng, streams: Streams, sc: Scenario, policy: AnalysisPolicy, args) 
     for t in range(1, args.intervals + 1):
         c, s = streams.interval(rng, sc, t, share)
         if probes:
-            pc, ps = streams.arm(rng, probes, sc, True, t, False), streams.arm(rng, probes, sc, False, t, False)
+            stable_probes = probe_split(probes, round(share * 100))  # as the controller sends them
+            pc, ps = streams.arm(rng, probes, sc, True, t, False), streams.arm(rng, stable_probes, sc, False, t, False)
             cp, sp = streams.merge(c, pc), streams.merge(s, ps)
         else:
             cp, sp = c, s
@@ -287,13 +293,21 @@ def calibrate(aa_runs: list[dict], target: float) -> tuple[float, float]:
 
 
 def summarise(times: list[int | None]) -> dict:
+    """Share rolled back (within 3 intervals); median and p90 of intervals to detect over every run, a run
+    never rolled back counting as later than any (None: that percentile is not reached in the intervals run)."""
     hits = sorted(t for t in times if t is not None)
     within3 = sum(1 for t in hits if t <= 3) / len(times)
+    ranked = hits + [math.inf] * (len(times) - len(hits))
+
+    def pct(q: float) -> float | None:
+        v = float(np.percentile(ranked, q, method="inverted_cdf")) if ranked else math.inf
+        return None if math.isinf(v) else v
+
     return {
         "rollback_rate": len(hits) / len(times),
         "within_3": within3,
-        "median_intervals": statistics.median(hits) if hits else None,
-        "p90_intervals": float(np.percentile(hits, 90, method="inverted_cdf")) if hits else None,
+        "median_intervals": pct(50),
+        "p90_intervals": pct(90),
     }
 
 

@@ -190,8 +190,8 @@ def run_rollout_step(config: RolloutStepConfig, work_dir: str | Path | None = No
     controller = RolloutController(
         backend, service, strategy, metrics, quality=quality, hooks=MlflowHooks(config.model_name, tracking),
         model_name=config.model_name, report_writer=writer,
-        probe_traffic=lambda canary_url, stable_url, n: send_probes(
-            canary_url, stable_url, config.model_name, [p.prompt for p in prompts], n, openai_base=base),
+        probe_traffic=lambda canary_url, stable_url, n, stable_n: send_probes(
+            canary_url, stable_url, config.model_name, [p.prompt for p in prompts], n, stable_n, openai_base=base),
     )
     load = None
     if config.load_rps > 0:

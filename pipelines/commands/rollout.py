@@ -288,11 +288,13 @@ def build_quality(args, prompts, model_name: str):
 
 
 def build_probe_traffic(prompts, model_name: str, base: str = "/openai/v1"):
-    """``(canary_url, stable_url, n) -> sent``: golden-prompt probes the judge asks for on thin traffic."""
+    """``(canary_url, stable_url, n, stable_n) -> answered``: golden-prompt probes the judge asks for on thin traffic."""
     from serving.rollout.loadgen import send_probes
 
     texts = [p.prompt for p in prompts]
-    return lambda canary_url, stable_url, n: send_probes(canary_url, stable_url, model_name, texts, n, openai_base=base)
+    return lambda canary_url, stable_url, n, stable_n: send_probes(
+        canary_url, stable_url, model_name, texts, n, stable_n, openai_base=base
+    )
 
 
 def default_holder() -> str:

@@ -17,6 +17,10 @@ IMAGE_REGISTRY = "ghcr.io/llmops"  # where CI pushes by default (registry/owner)
 COMPONENTS_IMAGE_NAME = "llmops-components"  # components/Dockerfile: every pipeline step runs in it
 RUNTIME_IMAGE_NAME = "llmops-runtime"  # serving/Dockerfile: the model server (ServingRuntime image)
 COMPONENTS_IMAGE = f"{IMAGE_REGISTRY}/{COMPONENTS_IMAGE_NAME}:{VERSION}"
+# on the rollout's golden-prompt quality probes: the llmops model server counts such requests in
+# llmops_probe_requests_total and leaves them out of the request, latency and TTFT series the canary
+# judge compares (20 probes to each arm are a quarter of a 10 % canary's sample, a few % of stable's)
+PROBE_HEADER = "x-llmops-probe"
 MODEL_VERSION_ENV = "LLMOPS_MODEL_VERSION"  # the predictor's env var naming its registry version (the server's default --model_version)
 RUNTIME_IMAGE_REPO = f"{IMAGE_REGISTRY}/{RUNTIME_IMAGE_NAME}"
 

@@ -113,8 +113,9 @@ class RolloutController(CanaryAnalysis, HookRunner):
         holder: lease holder id; a restarted controller may pass the same id.
         model_name: the ``model_name`` label the servers export (default: the service name).
         report_writer: ``(state_dict) -> url`` called before hooks; its URL goes to the registry.
-        probe_traffic: ``(canary_url, stable_url, n) -> sent``: golden-prompt probes to both arms when
-            the judge finds real traffic too thin (see :mod:`serving.rollout.sequential`).
+        probe_traffic: ``(canary_url, stable_url, n, stable_n) -> answered``: golden-prompt probes when the
+            judge finds real traffic too thin (see :mod:`serving.rollout.sequential`): ``n`` to the canary,
+            ``stable_n`` (stable's share of the split, :func:`~serving.rollout.loadgen.probe_split`) to stable.
     """
 
     def __init__(
@@ -147,7 +148,7 @@ class RolloutController(CanaryAnalysis, HookRunner):
         self.holder = holder or f"llmops-{uuid.uuid4().hex[:10]}"
         self.model_name = model_name or service.name
         self.report_writer = report_writer
-        self.probe_traffic = probe_traffic  # (canary_url, stable_url, n) -> requests sent to each arm
+        self.probe_traffic = probe_traffic  # (canary_url, stable_url, n, stable_n) -> requests answered
         self._rollout_id: str | None = None  # the rollout this controller drives (started or adopted)
         self._primed: tuple | None = None  # (rollout, step) whose interval this process started
         self.last_state: RolloutState | None = None
@@ -468,7 +469,7 @@ class RolloutController(CanaryAnalysis, HookRunner):
             # the judge is still collecting evidence for this step: stay, without counting it as inconclusive
             state = state.evolve(interval_start=now)
             self._write(obj, state, now)
-            self._send_probes(record.get("probe_requests", 0))
+            self._send_probes(record.get("probe_requests", 0), weight)
             return StepOutcome(state.phase.value, "analysed", weight, f"collecting evidence at {weight}%: {reasons}",
                                next_check_s=self.strategy.interval_s, analysis=result.to_dict())
         if verdict in (Phase.FAILED, Phase.ERROR):
@@ -487,7 +488,7 @@ class RolloutController(CanaryAnalysis, HookRunner):
                 # as Argo Rollouts: inconclusive pauses; the judge keeps measuring and decides when traffic allows
                 state = state.evolve(inconclusive=state.inconclusive + 1, interval_start=now)
                 self._write(obj, state, now)
-                self._send_probes(record.get("probe_requests", 0))
+                self._send_probes(record.get("probe_requests", 0), weight)
                 return StepOutcome(state.phase.value, "paused", weight,
                                    f"inconclusive, paused at {weight}% (never rolled back for low traffic; "
                                    f"send traffic or stop the rollout): {reasons}",

@@ -34,7 +34,7 @@ class CanaryAnalysis:
     strategy: RolloutStrategy
     metrics: MetricsProvider
     quality: QualityProber | None
-    probe_traffic: Callable[[str, str, int], int] | None
+    probe_traffic: Callable[[str, str, int, int], int] | None
     model_name: str
     name: str
     namespace: str
@@ -111,15 +111,20 @@ class CanaryAnalysis:
                 log.warning("%s: metrics for %s failed (attempt %d/%d), retrying: %s", self.name, target.arm, attempt + 1, retries + 1, exc)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send_probes(self, n: int) -> None:
-        """Golden-prompt probe traffic to both arms when the judge asks for it (best effort)."""
+    def _send_probes(self, n: int, weight: int) -> None:
+        """Golden-prompt probe traffic when the judge asks for it (best effort): ``n`` to the canary, stable's
+        share of the split to stable (:func:`~serving.rollout.loadgen.probe_split`)."""
         if n <= 0 or self.probe_traffic is None:
             return
+        from serving.rollout.loadgen import probe_split
+
+        stable_n = probe_split(n, weight)
         try:
             eps = self.backend.endpoints(self.name, self.namespace)
             if eps.latest_url and eps.prev_url:
-                sent = self.probe_traffic(eps.latest_url, eps.prev_url, n)
-                log.info("%s: sent %s probe request(s) to each arm (judge asked for %d)", self.name, sent, n)
+                answered = self.probe_traffic(eps.latest_url, eps.prev_url, n, stable_n)
+                log.info("%s: probe requests at %d%%: %d to the canary, %d to stable, %s answered",
+                         self.name, weight, n, stable_n, answered)
         except Exception as exc:  # probes add evidence; their failure must not stop the rollout
             log.warning("%s: probe traffic not sent: %s", self.name, exc)
 

@@ -114,33 +114,46 @@ class LoadGenerator:
         self.stop()
 
 
+def probe_split(n: int, weight: int) -> int:
+    """Probe requests for the stable arm when the canary gets ``n`` at ``weight`` % of the traffic.
+
+    In the proportion of the traffic split, so probes are the same share of each arm's sample and an
+    identical canary still reads as identical: ``n`` to both arms would make a 10 % canary's thin
+    sample mostly probes and stable's hardly any, and probes are not shaped like user traffic.
+    """
+    if n <= 0:
+        return 0
+    if not 0 < weight < 100:
+        return n
+    return max(1, round(n * (100 - weight) / weight))
+
+
 def send_probes(
-    canary_url: str, stable_url: str, model: str, prompts: list[str], n: int, max_tokens: int = 4, timeout_s: float = 30.0,
-    openai_base: str = "/openai/v1",
+    canary_url: str, stable_url: str, model: str, prompts: list[str], n: int, stable_n: int | None = None,
+    max_tokens: int = 4, timeout_s: float = 30.0, openai_base: str = "/openai/v1",
 ) -> int:
-    """Send ``n`` golden prompts to each arm's own address (tag routes), the same prompts to both.
+    """Send ``n`` golden prompts to the canary's own address and ``stable_n`` (default ``n``) to stable's.
 
     Called by the rollout controller when the sequential judge finds real
-    traffic too thin for a step (``AnalysisPolicy.probe_budget`` bounds ``n``):
-    both arms see identical probe requests, so the comparison stays fair.
+    traffic too thin for a step (``AnalysisPolicy.probe_budget`` bounds ``n``),
+    with ``stable_n`` from :func:`probe_split`; both arms cycle through the same prompts.
 
     Returns:
-        Requests answered by both arms (any HTTP status counts; a transport error does not).
+        Requests answered, both arms together (any HTTP status counts; a transport error does not).
     """
-    if n <= 0 or not prompts:
+    stable_n = n if stable_n is None else stable_n
+    if (n <= 0 and stable_n <= 0) or not prompts:
         return 0
     answered = 0
     with httpx.Client(timeout=timeout_s) as client:
-        for prompt in itertools.islice(itertools.cycle(prompts), n):
-            ok = 0
-            for url in (canary_url, stable_url):
+        for url, count in ((canary_url, n), (stable_url, stable_n)):
+            for prompt in itertools.islice(itertools.cycle(prompts), max(0, count)):
                 try:
                     client.post(
                         url.rstrip("/") + openai_base + "/completions",
                         json={"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
                     )
-                    ok += 1
+                    answered += 1
                 except httpx.HTTPError as exc:
                     log.debug("probe to %s failed: %s", url, exc)
-            answered += ok == 2
     return answered

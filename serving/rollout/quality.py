@@ -15,13 +15,15 @@ Errors::
 
 from __future__ import annotations
 
-from llmops_core.errors import LlmopsError
-
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
+from llmops_core.errors import LlmopsError
+
+from serving.cluster.names import PROBE_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,7 @@ def _answers(url: str, prompts: Sequence[GoldenPrompt], model: str, max_tokens: 
                 max_tokens=max_tokens,
                 temperature=0,
                 stop=["\n"],
+                extra_headers={PROBE_HEADER: "quality"},
             )
             if not resp.choices:
                 raise QualityProbeError(f"{base}/completions answered with no choices for model {model!r}")

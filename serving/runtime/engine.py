@@ -129,6 +129,7 @@ class _Sequence:
     decoder: IncrementalDecoder | None = None  # set when text is needed before the end (stream or stop)
     text: str = ""  # text decoded so far (incrementally)
     scanned: int = 0  # characters of ``text`` already searched for stop sequences
+    observed: bool = True  # its time to first token goes to the observer (not for rollout probes)
 
 
 class EngineObserver:
@@ -218,6 +219,7 @@ class GenerationEngine:
         params: SamplingParams,
         loop: asyncio.AbstractEventLoop | None = None,
         stream: bool = True,
+        observed: bool = True,
     ) -> RequestHandle:
         """Queue a request; its output arrives on the returned handle.
 
@@ -227,6 +229,7 @@ class GenerationEngine:
             loop: the event loop that consumes the events (default: the running loop).
             stream: deliver text as it is generated; False delivers one finishing event
                 (fewer event-loop wake-ups for non-streaming requests).
+            observed: False keeps its time to first token out of the observer (a rollout probe).
 
         Raises:
             OverloadedError: the waiting queue holds ``max_queue`` requests.
@@ -246,6 +249,7 @@ class GenerationEngine:
             generator=gen,
             deadline=now + self.config.request_timeout_s,
             submitted_at=now,
+            observed=observed,
         )
         with self._cond:
             if self._stopping:
@@ -525,7 +529,7 @@ class GenerationEngine:
             if s.handle.cancelled:
                 self._finish(s, FINISH_CANCELLED, "")
                 continue
-            if not s.generated:
+            if not s.generated and s.observed:
                 self.observer.first_token(now - s.submitted_at)
             s.generated.append(tok)
             finish = None

@@ -6,6 +6,8 @@ Registered once per process on prometheus_client's default registry, which KServ
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from serving.runtime.engine import EngineObserver
@@ -16,6 +18,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 LABELS = ("model_name", "model_version")
 
 _FAMILIES: dict[int, dict] = {}
+# set by the server's middleware for the request being answered: a rollout probe (``PROBE_HEADER``)
+PROBE_REQUEST: ContextVar[bool] = ContextVar("llmops_probe_request", default=False)
 
 
 def _families(registry: CollectorRegistry) -> dict:
@@ -26,6 +30,12 @@ def _families(registry: CollectorRegistry) -> dict:
             "requests": Counter(
                 "llmops_requests_total",
                 "Inference requests answered (OpenAI and V2), by HTTP status code.",
+                LABELS + ("code",),
+                registry=registry,
+            ),
+            "probes": Counter(
+                "llmops_probe_requests_total",
+                "Rollout quality probes answered (x-llmops-probe), by HTTP status code; not in the other request series.",
                 LABELS + ("code",),
                 registry=registry,
             ),
@@ -78,6 +88,7 @@ class RuntimeMetrics(EngineObserver):
         labels = {"model_name": model_name, "model_version": model_version}
         self._labels = labels
         self._requests = fam["requests"]
+        self._probes = fam["probes"]
         self._duration = fam["duration"].labels(**labels)
         self._ttft = fam["ttft"].labels(**labels)
         self._generated = fam["generated"].labels(**labels)
@@ -89,8 +100,11 @@ class RuntimeMetrics(EngineObserver):
         self._queue.set(0)
         self.inflight.set(0)
 
-    def request(self, code: int | str, seconds: float) -> None:
-        """Count one answered request and its end-to-end duration."""
+    def request(self, code: int | str, seconds: float, probe: bool = False) -> None:
+        """Count one answered request and its end-to-end duration (a rollout probe: in its own counter only)."""
+        if probe:
+            self._probes.labels(**self._labels, code=str(code)).inc()
+            return
         self._requests.labels(**self._labels, code=str(code)).inc()
         self._duration.observe(seconds)
 

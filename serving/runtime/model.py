@@ -344,7 +344,9 @@ class LLMModel(Model):
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, stream: bool = True) -> RequestHandle:
         """Queue a generation (raises OverloadedError / ShuttingDownError)."""
-        return self.generation_engine.submit(prompt_ids, params, stream=stream)
+        from serving.runtime.metrics import PROBE_REQUEST
+
+        return self.generation_engine.submit(prompt_ids, params, stream=stream, observed=not PROBE_REQUEST.get())
 
     def deadline(self) -> float:
         """Monotonic time by which a request submitted now must finish."""

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from serving.errors import InjectedFaultError, ServingError
 from serving.runtime.config import ConfigError, EngineConfig, FaultConfig
 from serving.runtime.limits import REPOSITORY_TOKEN_ENV, RequestLimits
-from serving.cluster.names import MODEL_VERSION_ENV
+from serving.cluster.names import MODEL_VERSION_ENV, PROBE_HEADER
 
 INFERENCE_PATHS = re.compile(
     r"^/(openai/v1/(chat/)?completions|v2/models/[^/]+(/versions/[^/]+)?/infer|v1/models/[^/]+:predict)$"
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PROBE_HEADER = PROBE_HEADER.encode()  # ASGI header names are lower-case bytes
+
+
 class InferenceMiddleware:
     """ASGI middleware for inference routes: llmops_* request metrics and TEST-ONLY faults.
 
@@ -125,8 +128,12 @@ class InferenceMiddleware:
         if scope["type"] != "http" or not INFERENCE_PATHS.match(scope["path"]):
             await self.app(scope, receive, send)
             return
+        from serving.runtime.metrics import PROBE_REQUEST
+
         start = self.clock()
         status = {"code": 500, "done": False}
+        probe = any(name == _PROBE_HEADER for name, _ in scope.get("headers", ()))
+        token = PROBE_REQUEST.set(probe)  # the route reads it: a probe's first token is not in the TTFT series
         self.metrics.inflight.inc()
 
         async def recording_send(message):
@@ -135,7 +142,7 @@ class InferenceMiddleware:
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 if not status["done"]:
                     status["done"] = True
-                    self.metrics.request(status["code"], self.clock() - start)
+                    self.metrics.request(status["code"], self.clock() - start, probe)
             await send(message)
 
         try:
@@ -146,10 +153,11 @@ class InferenceMiddleware:
                 return
             await self.app(scope, receive, recording_send)
         finally:
+            PROBE_REQUEST.reset(token)
             self.metrics.inflight.dec()
             if not status["done"]:  # exception or client gone before the last byte
                 status["done"] = True
-                self.metrics.request(status["code"], self.clock() - start)
+                self.metrics.request(status["code"], self.clock() - start, probe)
 
 
 async def _send_error(send, exc: ServingError) -> None:

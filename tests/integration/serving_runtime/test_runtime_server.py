@@ -157,6 +157,27 @@ def test_metrics_count_requests_tokens_and_batches(server, client):
         assert any(n == name and dict(ls) == labels for n, ls in after), name
 
 
+def test_quality_probes_stay_out_of_the_series_the_canary_judge_compares(server):
+    """The rollout's golden-prompt probes (same prompts, same count to both arms) would be a quarter of a
+    10 % canary's sample and a few % of stable's: the server counts them apart."""
+    from serving.rollout.quality import GoldenPrompt, probe
+
+    before = scrape(server.url)
+    result = probe(server.url, None, [GoldenPrompt("Q: convert 3 km to m\nA:", "3000")] * 3, MODEL, max_tokens=4)
+    after = scrape(server.url)
+    labels = {"model_name": MODEL, "model_version": VERSION}
+
+    def delta(name, **extra):
+        return metric(after, name, **labels, **extra) - metric(before, name, **labels, **extra)
+
+    assert result.n == 3
+    assert delta("llmops_probe_requests_total", code="200") == 3
+    assert delta("llmops_requests_total", code="200") == 0
+    assert delta("llmops_request_duration_seconds_count") == 0
+    assert delta("llmops_time_to_first_token_seconds_count") == 0
+    assert delta("llmops_generated_tokens_total") > 0  # the work itself is still counted
+
+
 def test_concurrent_requests_share_batches(server, client):
     """Requests sent together are decoded together: the batch-size histogram sees batches > 1."""
     from concurrent.futures import ThreadPoolExecutor

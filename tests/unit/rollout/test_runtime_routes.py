@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from serving.isvc import RUNTIME_PROFILES, ServingRuntimeKind
-from serving.rollout.loadgen import LoadGenerator, send_probes
+from serving.rollout.loadgen import LoadGenerator, probe_split, send_probes
 from serving.rollout.quality import GoldenPrompt, probe
 
 
@@ -62,7 +62,8 @@ def test_probe_load_and_judge_probes_reach_vllms_routes(openai_at_v1):
     base = RUNTIME_PROFILES[ServingRuntimeKind.VLLM].openai_base
     result = probe(url, url, [GoldenPrompt("2+2=", "4")], model="llm", openai_base=base)
     assert result.canary_score == 1.0 and result.stable_score == 1.0
-    assert send_probes(url, url, "llm", ["2+2="], 2, openai_base=base) == 2
+    assert send_probes(url, url, "llm", ["2+2="], 2, openai_base=base) == 4  # 2 to each arm
+    assert send_probes(url, url, "llm", ["2+2="], 1, 9, openai_base=base) == 10  # stable's share of a 10 % split
     with LoadGenerator(url, "llm", ["2+2="], rps=50, openai_base=base) as gen:
         deadline = time.monotonic() + 10
         while gen.status.get("200", 0) < 3 and time.monotonic() < deadline:
@@ -79,3 +80,15 @@ def test_the_default_routes_miss_vllm(openai_at_v1):
     with pytest.raises(QualityProbeError):
         probe(url, None, [GoldenPrompt("2+2=", "4")], model="llm")
     assert paths == ["/openai/v1/completions"]
+
+
+@pytest.mark.parametrize(("n", "weight", "stable_n"), [
+    (10, 10, 90),  # a 10 % canary: stable takes 9 for each canary probe, as it takes 9 of 10 user requests
+    (10, 50, 10),
+    (12, 75, 4),
+    (3, 95, 1),  # at least one: stable's sample still gets probes
+    (10, 100, 10),  # no split to follow (the bake, 100 %): the same to both
+    (0, 10, 0),
+])  # fmt: skip
+def test_probes_follow_the_traffic_split(n, weight, stable_n):
+    assert probe_split(n, weight) == stable_n

@@ -93,10 +93,11 @@ def render_markdown(report: dict[str, Any], chart_name: str | None = None) -> st
             f"{_fmt(c.get('latency_p95_s'), ms=True)} | {stable_p95} | {quality} |"
         )
     if report.get("outcome") == "error" or any(
-        c.get("name") == "metrics" and c.get("phase") == "Error" for r in report.get("intervals", []) for c in r.get("checks") or ()
+        c.get("name") in ("metrics", "quality") and c.get("phase") == "Error" and "could not see" in c.get("reason", "")
+        for r in report.get("intervals", []) for c in r.get("checks") or ()
     ):
-        lines += ["", "**The judge could not see**: metrics were unavailable, so this says nothing about the canary's "
-                  "health (see the metrics check below)."]
+        lines += ["", "**The judge could not see**: metrics or the quality probe were unavailable, so this says nothing "
+                  "about the canary's health (see the metrics and quality checks below)."]
     lines += _evidence_lines(report)
     failing = [r for r in report.get("intervals", []) if r.get("phase") != "Successful"]
     if failing:

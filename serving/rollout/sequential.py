@@ -581,7 +581,7 @@ def check_alphas(policy: AnalysisPolicy) -> dict[str, float]:
 def new_evidence() -> dict[str, Any]:
     """Empty evidence for the first interval of a rollout."""
     return {"v": EVIDENCE_VERSION, "concurrent": _new_stream(), "baseline": _new_stream(), "absolute": _new_stream(),
-            "provider_errors": 0,
+            "provider_errors": 0, "quality_errors": 0,
             "step": None, "step_intervals": 0, "step_canary": 0, "step_stable": 0, "intervals": 0}
 
 
@@ -629,9 +629,25 @@ def judge(
         ev.update(step=step, step_intervals=0, step_canary=0, step_stable=0)
     ev["intervals"] += 1
     checks: list[Check] = []
-    if quality_error is not None:
-        checks.append(Check("quality", Phase.ERROR, None, None, f"quality probe failed: {quality_error}"))
+    quality_blind = False  # this interval's quality probe failed, within the tolerance: no step ends on it
+    if quality_error is not None:  # a transport or HTTP failure of the probe, tolerated as the metrics' are
+        ev["quality_errors"] = n = ev.get("quality_errors", 0) + 1
+        limit = policy.max_provider_errors
+        details = {"consecutive_errors": n, "limit": limit, "cause": quality_error}
+        if n > limit:
+            checks.append(Check(
+                "quality", Phase.ERROR, float(n), float(limit),
+                f"the judge could not see: the quality probe failed in {n} consecutive intervals (tolerated {limit}); "
+                f"last cause: {quality_error}. This says nothing about the canary's health.", details=details,
+            ))
+        else:
+            quality_blind = True
+            checks.append(Check(
+                "quality", Phase.INCONCLUSIVE, float(n), float(limit),
+                f"quality probe failed ({n}/{limit} tolerated), retrying next interval: {quality_error}", details=details,
+            ))
     if quality is not None:
+        ev["quality_errors"] = 0
         checks.extend(_quality_checks(quality, policy))
     if provider_error is not None or canary is None:
         ev["provider_errors"] += 1
@@ -730,8 +746,10 @@ def judge(
     # Only live comparisons hold a step: the recorded-baseline checks (100 % and the bake, no stable traffic) use a
     # plug-in limit from a window the stable served at a lower load, so an estimate over it is not yet evidence.
     unresolved = [c.name for c in metric_checks if c.details.get("unresolved") and not c.name.startswith("baseline_")]
-    if enough and not unresolved:
+    if enough and not unresolved and not quality_blind:
         return Verdict(AnalysisResult(Phase.SUCCESSFUL, tuple(checks)), ev, True, 0, intervals_needed)
+    if enough and not unresolved and left > 0:  # the probe failed this interval: judge quality on the next one
+        return Verdict(AnalysisResult(Phase.INCONCLUSIVE, tuple(checks)), ev, False, 0, intervals_needed)
     if enough and left > 0:
         # the sample is there but an estimate is past its limit without significance yet: collect more
         checks[0] = replace(traffic, phase=Phase.INCONCLUSIVE,

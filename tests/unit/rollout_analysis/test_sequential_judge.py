@@ -176,6 +176,26 @@ def test_provider_errors_are_tolerated_then_reported_as_blindness():
     assert v5.evidence["provider_errors"] == 0 and v5.evidence["intervals"] == 4
 
 
+def test_quality_probe_failures_are_tolerated_like_the_metrics_then_reported_as_blindness():
+    """A quality probe that times out once is not a regression: the step waits for the next probe; past
+    max_provider_errors consecutive failures the judge reports it cannot see, not that the canary is bad."""
+    from serving.rollout.quality import QualityResult
+
+    policy = AnalysisPolicy(min_requests=10, max_provider_errors=2)
+    v1 = judge(None, arm(C, 60), arm(S, 540), policy, quality_error="ReadTimeout")
+    assert (v1.phase, v1.decided) == (Phase.INCONCLUSIVE, False)  # the sample is complete, quality is not
+    assert "1/2 tolerated" in v1.result.check("quality").reason
+    v2 = judge(v1.evidence, arm(C, 60, t=1), arm(S, 540, t=1), policy, quality_error="ReadTimeout")
+    assert (v2.phase, v2.decided) == (Phase.INCONCLUSIVE, False)
+    v3 = judge(v2.evidence, arm(C, 60, t=2), arm(S, 540, t=2), policy, quality_error="HTTP 503")
+    assert v3.phase is Phase.ERROR and v3.decided
+    reason = v3.result.check("quality").reason
+    assert "could not see" in reason and "HTTP 503" in reason and "nothing about the canary" in reason
+    # a probe that answers resets the count, and the step can end
+    v4 = judge(v2.evidence, arm(C, 60, t=2), arm(S, 540, t=2), policy, quality=QualityResult(1.0, 1.0, 20))
+    assert v4.evidence["quality_errors"] == 0 and (v4.phase, v4.decided) == (Phase.SUCCESSFUL, True)
+
+
 @pytest.mark.parametrize(
     "rps,budget,expect_probe,expect_decided_after",
     [

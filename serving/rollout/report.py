@@ -50,6 +50,7 @@ def build_report(name: str, namespace: str, state: RolloutState | None, strategy
         "canary_revision": state.canary_revision,
         "stable_revision": state.stable_revision,
         "intervals": list(state.intervals),
+        "intervals_dropped": state.intervals_dropped,
     }
 
 
@@ -77,6 +78,9 @@ def render_markdown(report: dict[str, Any], chart_name: str | None = None) -> st
     ]
     if report.get("duration_s") is not None:
         lines.append(f"- duration: {report['duration_s']:.1f}s")
+    if report.get("intervals_dropped"):
+        lines.append(f"- the {report['intervals_dropped']} oldest interval records are not shown: the state annotation "
+                     "keeps the newest that fit its size budget (the judge's evidence covers every interval)")
     lines += [
         "",
         "| # | weight | verdict | canary req | stable req | canary err | stable err | canary p95 | stable p95 | quality c/s |",

@@ -27,6 +27,10 @@ from serving.cluster.names import ROLLOUT_ANNOTATIONS  # noqa: E402
 
 STATE_ANNOTATION, LEASE_ANNOTATION = ROLLOUT_ANNOTATIONS
 MAX_INTERVALS_KEPT = 40  # bounded: annotations share a 256 KiB budget
+# Kubernetes refuses an object whose annotations together pass 256 KiB (apimachinery's
+# TotalAnnotationSizeLimitB, validation/objectmeta.go ValidateAnnotationsSize): the state keeps the
+# newest interval records that fit in half of it, so a long rollout's writes are never refused
+STATE_BUDGET_BYTES = 128 * 1024
 
 
 class RolloutPhase(str, enum.Enum):
@@ -77,7 +81,8 @@ class RolloutState:
     reason: str = ""  # why it promoted / rolled back
     finished: float | None = None
     hooks_pending: tuple[str, ...] = ()  # "promote", "rollback", "restore_alias"
-    intervals: tuple[dict, ...] = ()  # one summary per analysis interval
+    intervals: tuple[dict, ...] = ()  # one summary per analysis interval (the newest that fit the budget)
+    intervals_dropped: int = 0  # older records no longer kept (the report says so)
     baseline: dict | None = None  # last stable RevisionMetrics with traffic (for 100% and bake)
     failed: bool = False  # terminal without serving: a first deployment that never became ready
 
@@ -94,10 +99,20 @@ class RolloutState:
         return replace(self, **changes)
 
     def to_json(self) -> str:
+        """The annotation's value: at most ``MAX_INTERVALS_KEPT`` interval records and ``STATE_BUDGET_BYTES``
+        in all (the newest record, which holds the judge's evidence, is always kept)."""
         data = asdict(self)
         data["phase"] = self.phase.value
-        data["intervals"] = list(self.intervals)[-MAX_INTERVALS_KEPT:]
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        records = list(self.intervals)
+        kept = records[-MAX_INTERVALS_KEPT:]
+        data["intervals"] = []
+        room = STATE_BUDGET_BYTES - len(_dumps(data)) - 32  # the dropped count's digits, with margin
+        sizes = [len(_dumps(r)) + 1 for r in kept]
+        while len(kept) > 1 and sum(sizes) > room:
+            kept, sizes = kept[1:], sizes[1:]
+        data["intervals"] = kept
+        data["intervals_dropped"] = self.intervals_dropped + len(records) - len(kept)
+        return _dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> "RolloutState":
@@ -121,6 +136,10 @@ class RolloutState:
                 f"annotation {STATE_ANNOTATION} is not a rollout state ({exc}); remove it with "
                 f"kubectl annotate isvc <name> {STATE_ANNOTATION}- once you have checked the service"
             ) from exc
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 class RolloutStateError(LlmopsError, ValueError):

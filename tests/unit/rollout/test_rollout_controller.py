@@ -540,3 +540,21 @@ def test_a_canary_onto_a_runtime_with_other_openai_routes_is_refused_before_any_
         ctrl.step(T0)
     assert backend.get(NAME, NS)["spec"] == before["spec"]
     assert hooks.kinds == []
+
+
+def test_a_long_rollout_state_fits_the_annotation_budget():
+    """40 interval records of a real rollout ran to ~280 KB; Kubernetes refuses annotations past 256 KiB."""
+    from serving.rollout.state import STATE_BUDGET_BYTES
+
+    record = {"checks": [{"name": f"check{i}", "reason": "x" * 600, "details": {"bounds": list(range(40))}}
+                         for i in range(8)]}  # fmt: skip  (about 7 KB, as a judged interval with its evidence)
+    records = tuple(record | {"step": i} for i in range(60))
+    s = RolloutState(rollout_id="r", target_version="2", previous_version="1", mode="Serverless", intervals=records)
+    text = s.to_json()
+    assert len(text.encode()) <= STATE_BUDGET_BYTES
+    back = RolloutState.from_json(text)
+    assert back.intervals[-1]["step"] == 59 and 10 < len(back.intervals) < 40  # the newest kept, in order
+    assert [r["step"] for r in back.intervals] == list(range(60 - len(back.intervals), 60))
+    assert back.intervals_dropped == 60 - len(back.intervals)
+    again = RolloutState.from_json(back.evolve(intervals=back.intervals + (record | {"step": 60},)).to_json())
+    assert again.intervals[-1]["step"] == 60 and again.intervals_dropped == 61 - len(again.intervals)

@@ -53,7 +53,6 @@ from serving.isvc import (
     IsvcSpecError,
     PredictorSpec,
     ServiceSpec,
-    ServingRuntimeKind,
     render_isvc,
 )
 
@@ -129,6 +128,8 @@ class KitSpec:
         for ns in (*self.ingress(), self.prometheus_namespace):
             if not NAME_RE.fullmatch(ns or ""):
                 raise KitError(f"ingress_namespaces/prometheus_namespace: {ns!r} is not a valid namespace name")
+        if self.predictor is not None:
+            _ = self.predictor.profile  # an unknown serving_runtime is refused (IsvcSpecError) whatever is rendered
         if not self.ingress():
             raise KitError("ingress_namespaces: at least one namespace must be able to reach the predictor")
         if self.storage_uri and self.storage_uri.startswith("oci://") and not DIGEST_RE.search(self.storage_uri):
@@ -363,11 +364,15 @@ def model_version_relabeling() -> dict[str, Any]:
 
 
 def render_pod_monitor(kit: KitSpec, namespace: str | None) -> dict[str, Any]:
-    """A prometheus-operator ``PodMonitor`` scraping the model server's /metrics."""
+    """A prometheus-operator ``PodMonitor`` scraping the model server's /metrics.
+
+    Always with the ``model_version`` relabelling: the kit is applied once and serves every runtime a
+    release picks later (a vLLM release's series carry no version but its pods' label); on llmops pods,
+    which carry no such label and export ``model_version`` themselves, the rule matches nothing.
+    """
     monitor = _pod_monitor(kit, namespace)
-    if kit.predictor is not None and kit.predictor.profile.kind is not ServingRuntimeKind.LLMOPS:
-        endpoint = monitor["spec"]["podMetricsEndpoints"][0]
-        endpoint["relabelings"] = [*endpoint.get("relabelings", []), model_version_relabeling()]
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    endpoint["relabelings"] = [*endpoint.get("relabelings", []), model_version_relabeling()]
     return monitor
 
 

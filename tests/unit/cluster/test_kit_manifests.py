@@ -166,7 +166,8 @@ def test_pod_monitor_selects_the_predictor_pods():
         assert pm["spec"]["selector"]["matchLabels"]["serving.kserve.io/inferenceservice"] == "chat"
         (endpoint,) = pm["spec"]["podMetricsEndpoints"]
         assert {k: endpoint[k] for k in ("port", "path", "interval")} == {"port": port, "path": "/metrics", "interval": "15s"}
-        assert [r["targetLabel"] for r in endpoint["relabelings"]] == ["revision"]
+        # the version relabelling too, whatever runtime the kit was rendered for: a release may pick vLLM later
+        assert [r["targetLabel"] for r in endpoint["relabelings"]] == ["revision", "model_version"]
 
 
 def test_predictor_service_account_has_no_token_and_a_pull_secret():

@@ -32,7 +32,7 @@ from serving.errors import (
 from serving.runtime.config import EngineConfig, SamplingParams
 from serving.runtime.engine import FINISH_ERROR, FINISH_TIMEOUT, GenerationEngine, GenerationEvent, RequestHandle
 from serving.runtime.limits import RequestLimits, client_gone
-from serving.runtime.metrics import RuntimeMetrics
+from serving.runtime.metrics import PROBE_REQUEST, RuntimeMetrics
 from serving.runtime.validation import SEED_MAX, SEED_MIN, check_text
 
 # Below this temperature, sampling is greedy (as vLLM's _SAMPLING_EPS): logits / 1e-40 overflow to inf.
@@ -344,8 +344,6 @@ class LLMModel(Model):
 
     def submit(self, prompt_ids: list[int], params: SamplingParams, stream: bool = True) -> RequestHandle:
         """Queue a generation (raises OverloadedError / ShuttingDownError)."""
-        from serving.runtime.metrics import PROBE_REQUEST
-
         return self.generation_engine.submit(prompt_ids, params, stream=stream, observed=not PROBE_REQUEST.get())
 
     def deadline(self) -> float:

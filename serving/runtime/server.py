@@ -123,17 +123,18 @@ class InferenceMiddleware:
         self.faults = faults
         self.clock = clock
         self._rng = random.Random(faults.seed)
+        from serving.runtime.metrics import PROBE_REQUEST  # here, not at import: the module pulls in torch
+
+        self._probe_request = PROBE_REQUEST
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or not INFERENCE_PATHS.match(scope["path"]):
             await self.app(scope, receive, send)
             return
-        from serving.runtime.metrics import PROBE_REQUEST
-
         start = self.clock()
         status = {"code": 500, "done": False}
         probe = any(name == _PROBE_HEADER for name, _ in scope.get("headers", ()))
-        token = PROBE_REQUEST.set(probe)  # the route reads it: a probe's first token is not in the TTFT series
+        token = self._probe_request.set(probe)  # the route reads it: a probe's first token is not in the TTFT series
         self.metrics.inflight.inc()
 
         async def recording_send(message):
@@ -153,7 +154,7 @@ class InferenceMiddleware:
                 return
             await self.app(scope, receive, recording_send)
         finally:
-            PROBE_REQUEST.reset(token)
+            self._probe_request.reset(token)
             self.metrics.inflight.dec()
             if not status["done"]:  # exception or client gone before the last byte
                 status["done"] = True
